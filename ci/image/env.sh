@@ -1,0 +1,46 @@
+# Shared settings for the image scripts. Sourced, never run.
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Everything lives outside the clone so a second run starts warm, and buildah
+# gets its own storage so the system's containers/storage is left alone.
+CACHE_DIR=${JSK8S_CACHE_DIR:-/var/cache/jupyter-scheduler-k8s}/images
+ROOTFS_DIR="$CACHE_DIR/rootfs"
+OUT_DIR=${JSK8S_IMAGE_OUT_DIR:-$CACHE_DIR/out}
+STORAGE_ROOT="$CACHE_DIR/buildah/storage"
+STORAGE_RUNROOT="$CACHE_DIR/buildah/run"
+# vfs is slow and large but works everywhere (also inside containers and on
+# filesystems that refuse overlay); set JSK8S_BUILDAH_DRIVER=overlay to try it.
+STORAGE_DRIVER=${JSK8S_BUILDAH_DRIVER:-vfs}
+
+BASE_IMAGE=localhost/jsk8s-base:bookworm
+IMAGE_NAME=localhost/jupyter-scheduler-k8s-executor
+
+# CA bundle that pip in the build must trust (the host's, which includes any
+# intercepting proxy's CA). Passed as a build secret only.
+PIP_CA=${JSK8S_PIP_CA:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
+
+log() { printf '[image] %s\n' "$*" >&2; }
+die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
+
+bh() {
+  buildah --root "$STORAGE_ROOT" --runroot "$STORAGE_RUNROOT" --storage-driver "$STORAGE_DRIVER" "$@"
+}
+
+executor_version() {
+  python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+    "$REPO_DIR/image/executor/pyproject.toml"
+}
+
+# The Debian mirror apt is configured with (deb822 or one-line format), never a
+# hard-coded host: these machines reach Debian only through their own mirror.
+debian_mirror() {
+  if [ -n "${JSK8S_DEBIAN_MIRROR:-}" ]; then echo "$JSK8S_DEBIAN_MIRROR"; return; fi
+  local f=/etc/apt/sources.list.d/debian.sources
+  if [ -f "$f" ]; then
+    # First URI of a stanza whose Suites include plain "bookworm" (not -security).
+    awk 'BEGIN{RS=""} /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ {
+           if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { s = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", s); print s; exit } }' "$f" \
+      | grep . && return
+  fi
+  awk '$1=="deb" && $3=="bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null | grep .
+}
