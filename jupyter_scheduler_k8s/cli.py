@@ -1,0 +1,132 @@
+"""`jupyter-scheduler-k8s` (also `jupyter scheduler-k8s`): run one notebook on Kubernetes, or check the setup.
+
+    jupyter-scheduler-k8s run NOTEBOOK [-p key=value]... [-f html]... [--input-folder] [-o DIR]
+    jupyter-scheduler-k8s doctor
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+from jupyter_scheduler.utils import copy_directory, create_output_filename
+from traitlets.config import Config
+
+from .clients import Clients
+from .config import K8sConfig
+from .lifecycle import JobFailed, JobRun, NotebookJob
+
+
+def _parameter(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)  # numbers, booleans, lists stay typed, as in the UI
+    except ValueError:
+        return key, value
+
+
+def _config_from_args(args) -> K8sConfig:
+    c = Config()
+    for trait in ("namespace", "image", "image_pull_policy", "kubeconfig", "context"):
+        value = getattr(args, trait, None)
+        if value:
+            c.K8sConfig[trait] = value
+    if getattr(args, "timeout", None):
+        c.K8sConfig.timeout_seconds = args.timeout
+    if getattr(args, "memory_limit", None):
+        c.K8sConfig.memory_limit = args.memory_limit
+    return K8sConfig(config=c)
+
+
+def _stage(args, staging_dir: str, create_time_ms: int):
+    notebook = os.path.abspath(args.notebook)
+    name = os.path.basename(notebook)
+    if args.input_folder:
+        copy_directory(os.path.dirname(notebook), staging_dir)
+    else:
+        shutil.copyfile(notebook, os.path.join(staging_dir, name))
+    formats = list(dict.fromkeys(["ipynb"] + (args.format or [])))
+    return {fmt: create_output_filename(name, create_time_ms, fmt) for fmt in formats}, name
+
+
+def cmd_run(args) -> int:
+    if not os.path.isfile(args.notebook):
+        print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
+        return 2
+    cfg = _config_from_args(args)
+    job_id = str(uuid.uuid4())
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="jsk8s-run-") as staging_dir:
+        outputs, name = _stage(args, staging_dir, int(time.time() * 1000))
+        job = NotebookJob(job_id=job_id, staging_dir=staging_dir, input_file=name, outputs=outputs,
+                          parameters=dict(args.parameter or []), package_input_folder=args.input_folder,
+                          job_name=args.name or os.path.splitext(name)[0], compute_type=args.profile)
+
+        def phase(p):
+            print(f"[{time.monotonic() - started:6.1f}s] {p}", flush=True)
+
+        run = JobRun(job, cfg, Clients(cfg.kubeconfig, cfg.context), on_phase=phase)
+        print(f"job {job_id} in namespace {cfg.namespace}, image {cfg.image}", flush=True)
+        status = 0
+        try:
+            outcome = run.run()
+        except JobFailed as e:
+            outcome, status = e.outcome, 1
+            print(f"FAILED: {e}", file=sys.stderr)
+            if run.log_text:
+                print("--- last lines of the pod log ---\n" + run.log_tail(20), file=sys.stderr)
+        out_dir = os.path.abspath(args.output_dir)
+        if outcome is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            for rel in outcome.outputs + outcome.side_effects:
+                target = os.path.join(out_dir, rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(os.path.join(staging_dir, rel), target)
+                print(f"  wrote {target}")
+        phase("done" if status == 0 else "failed")
+        return status
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_checks
+    return run_checks(_config_from_args(args))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter-scheduler-k8s", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--namespace", help="jobs namespace (default: K8sConfig / $K8S_NAMESPACE)")
+    common.add_argument("--image", help="executor image (default: K8sConfig / $K8S_IMAGE)")
+    common.add_argument("--image-pull-policy", dest="image_pull_policy", choices=["Always", "IfNotPresent", "Never"])
+    common.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    common.add_argument("--context", help="kubeconfig context")
+
+    run = sub.add_parser("run", parents=[common], help="run a notebook as a Kubernetes Job")
+    run.add_argument("notebook")
+    run.add_argument("-p", "--parameter", action="append", type=_parameter, metavar="KEY=VALUE")
+    run.add_argument("-f", "--format", action="append", metavar="FORMAT",
+                     help="output format besides ipynb (html, pdf, ...), repeatable")
+    run.add_argument("--input-folder", action="store_true", help="send the notebook's whole folder along")
+    run.add_argument("-o", "--output-dir", default="out", help="where outputs are written (default: ./out)")
+    run.add_argument("--name", help="job name (default: the notebook's name)")
+    run.add_argument("--profile", help="compute profile name")
+    run.add_argument("--timeout", type=int, help="run time limit in seconds")
+    run.add_argument("--memory-limit", help="memory limit, e.g. 512Mi")
+    run.set_defaults(func=cmd_run)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="check that jobs can run with this configuration")
+    doctor.set_defaults(func=cmd_doctor)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Every setting of the backend, as traitlets, in one place.
+
+Operators set these through the Helm chart (which writes `K8sConfig` into the user server's
+`jupyter_server_config.json`) or in `jupyter_server_config.py` as `c.K8sConfig.<name>`.
+The seed's K8S_* environment variables still work, as fallbacks below configured values.
+"""
+import os
+
+from traitlets import Dict, Int, List, Unicode, default, validate
+from traitlets.config import Application, Config, LoggingConfigurable
+
+from . import __version__
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PROFILE_KEYS = {"description", "cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpu",
+                "node_selector", "tolerations", "timeout_seconds"}
+
+
+def _env(name, fallback=None):
+    value = os.environ.get(name, "").strip()
+    return value or fallback
+
+
+class K8sConfig(LoggingConfigurable):
+    """Where and how notebook jobs run on Kubernetes."""
+
+    namespace = Unicode(config=True, help="""
+        Namespace in which job PVCs, Jobs and pods are created.
+        Default: $K8S_NAMESPACE, else the namespace of the server's own ServiceAccount when running
+        in a cluster, else `default`. The Helm chart sets a namespace separate from JupyterHub's.""")
+
+    @default("namespace")
+    def _namespace_default(self):
+        if _env("K8S_NAMESPACE"):
+            return _env("K8S_NAMESPACE")
+        try:
+            with open(SA_NAMESPACE_FILE) as f:
+                return f.read().strip()
+        except OSError:
+            return "default"
+
+    image = Unicode(config=True, help="""
+        Executor image that runs the notebooks (built from this project's `image/`).
+        Default: $K8S_IMAGE, else `jupyter-scheduler-k8s-executor:<package version>`.""")
+
+    @default("image")
+    def _image_default(self):
+        return _env("K8S_IMAGE", f"jupyter-scheduler-k8s-executor:{__version__}")
+
+    image_pull_policy = Unicode(None, allow_none=True, config=True, help="""
+        imagePullPolicy of job pods: Always, IfNotPresent or Never. Default: $K8S_IMAGE_PULL_POLICY,
+        else chosen from the cluster: `Never` on local clusters (kind, minikube, docker-desktop, k3d,
+        this project's ci/cluster), whose images are loaded by hand, and `IfNotPresent` elsewhere.""")
+
+    @default("image_pull_policy")
+    def _pull_policy_default(self):
+        return _env("K8S_IMAGE_PULL_POLICY")
+
+    @validate("image_pull_policy")
+    def _check_pull_policy(self, proposal):
+        value = proposal["value"]
+        if value is not None and value not in PULL_POLICIES:
+            raise ValueError(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}, not {value!r}")
+        return value
+
+    storage_size = Unicode(config=True, help="""
+        Size of each job's PersistentVolumeClaim, which holds the inputs and everything the notebook
+        writes. Default: $K8S_STORAGE_SIZE, else 1Gi.""")
+
+    @default("storage_size")
+    def _storage_size_default(self):
+        return _env("K8S_STORAGE_SIZE", "1Gi")
+
+    storage_class = Unicode(None, allow_none=True, config=True, help="""
+        StorageClass of job PVCs. Default: $K8S_STORAGE_CLASS, else the cluster's default class.""")
+
+    @default("storage_class")
+    def _storage_class_default(self):
+        return _env("K8S_STORAGE_CLASS")
+
+    cpu_request = Unicode(None, allow_none=True, config=True,
+                          help="CPU request of the executor container. Default: $K8S_EXECUTOR_CPU_REQUEST.")
+    cpu_limit = Unicode(None, allow_none=True, config=True,
+                        help="CPU limit of the executor container. Default: $K8S_EXECUTOR_CPU_LIMIT.")
+    memory_request = Unicode(None, allow_none=True, config=True,
+                             help="Memory request of the executor container. Default: $K8S_EXECUTOR_MEMORY_REQUEST.")
+    memory_limit = Unicode(None, allow_none=True, config=True, help="""
+        Memory limit of the executor container. A notebook that exceeds it fails with OOMKilled.
+        Default: $K8S_EXECUTOR_MEMORY_LIMIT.""")
+
+    @default("cpu_request")
+    def _cpu_request_default(self):
+        return _env("K8S_EXECUTOR_CPU_REQUEST")
+
+    @default("cpu_limit")
+    def _cpu_limit_default(self):
+        return _env("K8S_EXECUTOR_CPU_LIMIT")
+
+    @default("memory_request")
+    def _memory_request_default(self):
+        return _env("K8S_EXECUTOR_MEMORY_REQUEST")
+
+    @default("memory_limit")
+    def _memory_limit_default(self):
+        return _env("K8S_EXECUTOR_MEMORY_LIMIT")
+
+    kubeconfig = Unicode(None, allow_none=True, config=True, help="""
+        Path of a kubeconfig file. When unset: the in-cluster ServiceAccount if the server runs in a
+        pod, else $KUBECONFIG or ~/.kube/config.""")
+
+    context = Unicode(None, allow_none=True, config=True,
+                      help="kubeconfig context to use. Default: the file's current context.")
+
+    username = Unicode(config=True, help="""
+        The JupyterHub user who owns these jobs, put on every object as the `hub.jupyter.org/username`
+        label. Default: $JSK8S_USERNAME (the chart fills it through the Downward API), else
+        $JUPYTERHUB_USER.""")
+
+    @default("username")
+    def _username_default(self):
+        return _env("JSK8S_USERNAME", _env("JUPYTERHUB_USER", ""))
+
+    extra_labels = Dict(config=True, help="Labels added to every PVC, Job and pod this backend creates.")
+    extra_annotations = Dict(config=True, help="Annotations added to every PVC, Job and pod this backend creates.")
+
+    job_ttl_seconds = Int(300, config=True, help="""
+        ttlSecondsAfterFinished of each Job. The backend deletes a Job itself once its outputs are
+        collected; the TTL cleans up Jobs whose server never came back.""")
+
+    timeout_seconds = Int(0, config=True, help="""
+        Default run time limit of a job, in seconds (activeDeadlineSeconds); 0 means none.
+        A compute profile's `timeout_seconds` overrides it.""")
+
+    scheduling_timeout_seconds = Int(300, config=True, help="""
+        How long a job may wait to be scheduled (for example for a GPU) or for its image before it
+        fails with the scheduler's reason.""")
+
+    collect_hold_seconds = Int(600, config=True, help="""
+        How long a finished job pod waits for the server to collect its outputs before it exits.
+        Outputs stay on the PVC either way; a server that comes back later collects them from there.""")
+
+    output_size_limit = Int(1024 ** 3, config=True, help="""
+        Largest total size, in bytes, of the outputs and side-effect files accepted from one job.
+        Anything that comes out of a job pod is untrusted.""")
+
+    node_selector = Dict(config=True, help="nodeSelector of every job pod (a profile's adds to it).")
+    tolerations = List(config=True, help="Tolerations of every job pod (a profile's add to them).")
+
+    profiles = Dict(config=True, help="""
+        Compute profiles offered in the UI's compute-type list, by name. Each is a dict with any of:
+        description, cpu_request, cpu_limit, memory_request, memory_limit, gpu (nvidia.com/gpu count),
+        node_selector, tolerations, timeout_seconds. Unset keys fall back to the settings above.""")
+
+    @validate("profiles")
+    def _check_profiles(self, proposal):
+        for name, profile in proposal["value"].items():
+            unknown = set(profile) - PROFILE_KEYS
+            if unknown:
+                raise ValueError(f"profile {name!r} has unknown keys {sorted(unknown)}; known: {sorted(PROFILE_KEYS)}")
+        return proposal["value"]
+
+    default_profile = Unicode("", config=True, help="Profile used when a job names none. Default: the first one.")
+
+    environments = List(config=True, help="""
+        Runtime environments offered in the UI: a list of dicts with `name`, `image` and an optional
+        `description`. Default: one environment named after the image.""")
+
+
+def server_config() -> Config:
+    """The traitlets config of the running Jupyter server, or an empty one outside a server.
+
+    Execution managers are built by jupyter-scheduler with no config argument and pickled into a
+    child process, so they capture this plain (picklable) Config in the server instead.
+    """
+    if Application.initialized():
+        return Config(Application.instance().config)
+    return Config()
+
+
+class UnknownProfileError(ValueError):
+    pass
+
+
+def resolve_profile(cfg: K8sConfig, name) -> dict:
+    """Resources and placement for a compute profile name (None: the default profile).
+
+    Raises UnknownProfileError naming the valid profiles, so a bad name fails at submit time.
+    """
+    base = {"cpu_request": cfg.cpu_request, "cpu_limit": cfg.cpu_limit, "memory_request": cfg.memory_request,
+            "memory_limit": cfg.memory_limit, "gpu": 0, "node_selector": dict(cfg.node_selector),
+            "tolerations": list(cfg.tolerations), "timeout_seconds": cfg.timeout_seconds}
+    if not cfg.profiles:
+        if name and name != "default":
+            raise UnknownProfileError(f"Unknown compute type {name!r}: this server offers no compute profiles")
+        return base
+    name = name or cfg.default_profile or next(iter(cfg.profiles))
+    if name not in cfg.profiles:
+        raise UnknownProfileError(f"Unknown compute type {name!r}; valid: {', '.join(cfg.profiles)}")
+    profile = cfg.profiles[name]
+    for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpu", "timeout_seconds"):
+        if profile.get(key) not in (None, ""):
+            base[key] = profile[key]
+    base["node_selector"].update(profile.get("node_selector") or {})
+    base["tolerations"] += list(profile.get("tolerations") or [])
+    return base
+
+
+def image_for(cfg: K8sConfig, environment) -> str:
+    """The image of a runtime environment name (falls back to `image` for unknown or no name)."""
+    for env in cfg.environments:
+        if env.get("name") == environment and env.get("image"):
+            return env["image"]
+    return cfg.image

@@ -1,0 +1,347 @@
+"""The life of one notebook job on Kubernetes (docs/design.md): submit, stage in, collect, clean up.
+
+`JobRun.decide(pod)` is a pure reading of the pod's state that names the next step. The driver
+that reacts to pod changes is separate: `JobRun.run()` drives one job synchronously (the execution
+manager and the `run` CLI), and the scheduler's monitor drives many from one watch. The steps are
+idempotent, so a server that restarts can pick a job up again from whatever state it is in.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Dict, List, Optional
+
+from kubernetes.client.rest import ApiException
+
+from . import manifests, names, reasons, transfer
+from .clients import Clients, pull_policy
+from .config import K8sConfig, image_for, resolve_profile
+from .watch import wait_for_pod
+
+log = logging.getLogger(__name__)
+EXECUTOR = ["jsk8s-executor"]
+RUN_LOG_LIMIT = 10 * 1024 * 1024
+
+
+@dataclass
+class NotebookJob:
+    """What to run: everything comes from jupyter-scheduler's job model and staging paths."""
+    job_id: str
+    staging_dir: str
+    input_file: str
+    outputs: Dict[str, str]
+    parameters: Dict = field(default_factory=dict)
+    package_input_folder: bool = False
+    job_name: str = ""
+    compute_type: Optional[str] = None
+    environment: Optional[str] = None
+
+    @classmethod
+    def from_staging_paths(cls, job_id: str, staging_paths: Dict[str, str], model=None) -> "NotebookJob":
+        """Output names are taken as given: the server computed them in its own time zone."""
+        outputs = {fmt: os.path.basename(p) for fmt, p in staging_paths.items() if fmt != "input"}
+        return cls(
+            job_id=job_id, staging_dir=os.path.dirname(staging_paths["input"]),
+            input_file=os.path.basename(staging_paths["input"]), outputs=outputs,
+            parameters=dict(getattr(model, "parameters", None) or {}),
+            package_input_folder=bool(getattr(model, "package_input_folder", False)),
+            job_name=getattr(model, "name", "") or "", compute_type=getattr(model, "compute_type", None),
+            environment=getattr(model, "runtime_environment_name", None),
+        )
+
+
+# Steps named by JobRun.decide.
+@dataclass
+class StageIn:
+    pod: str
+
+
+@dataclass
+class Collect:
+    pod: str
+
+
+@dataclass
+class CollectFromVolume:
+    """The Job's pod ended before we collected: read the PVC through a collector pod."""
+
+
+@dataclass
+class Fail:
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: str  # "completed" | "failed"
+    message: str = ""
+    outputs: List[str] = field(default_factory=list)
+    side_effects: List[str] = field(default_factory=list)
+
+
+class JobFailed(Exception):
+    """A job ended unsuccessfully; str() is the user's status_message."""
+
+    def __init__(self, message: str, outcome: Optional[Outcome] = None):
+        super().__init__(reasons.short(message))
+        self.outcome = outcome
+
+
+def _age_seconds(obj) -> float:
+    created = obj.metadata.creation_timestamp if obj is not None else None
+    return (datetime.now(timezone.utc) - created).total_seconds() if created else 0.0
+
+
+class JobRun:
+    def __init__(self, job: NotebookJob, cfg: K8sConfig, clients: Clients,
+                 on_phase: Callable[[str], None] = lambda phase: None):
+        self.job, self.cfg, self.clients, self.on_phase = job, cfg, clients, on_phase
+        self.namespace = cfg.namespace
+        self.name = names.object_name(job.job_id)
+        self.selector = names.job_selector(job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
+        self.profile = resolve_profile(cfg, job.compute_type)
+        self.timeout_seconds = int(self.profile["timeout_seconds"] or 0)
+        self.staged = False
+        self.seen_pod = False
+        self.pod_name = None
+        self.log_text = ""
+        self.submitted = time.monotonic()
+
+    # ---- objects ---------------------------------------------------------------------------
+    def _labels(self, component):
+        return names.labels(self.job.job_id, component, self.cfg.username, self.job.job_name, self.cfg.extra_labels)
+
+    def _annotations(self):
+        return names.annotations(self.cfg.username, self.job.job_name, self.cfg.extra_annotations)
+
+    def executor_spec(self) -> dict:
+        return {"input": self.job.input_file, "outputs": dict(self.job.outputs),
+                "parameters": dict(self.job.parameters), "kernel_name": None, "cell_timeout": None,
+                "collect_hold_seconds": self.cfg.collect_hold_seconds}
+
+    def build_objects(self):
+        p = self.profile
+        pvc = manifests.make_pvc(self.name, self.namespace, self._labels(names.COMPONENT_JOB), self._annotations(),
+                                 self.cfg.storage_size, self.cfg.storage_class)
+        job = manifests.make_job(
+            self.name, self.namespace, self._labels(names.COMPONENT_JOB), self._annotations(),
+            image=image_for(self.cfg, self.job.environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            spec=self.executor_spec(),
+            container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
+                                                    p["memory_limit"], int(p["gpu"] or 0)),
+            node_selector=p["node_selector"], tolerations=p["tolerations"],
+            timeout_seconds=self.timeout_seconds, ttl_seconds=self.cfg.job_ttl_seconds)
+        return pvc, job
+
+    # ---- requests (each handles its own statuses) --------------------------------------------
+    def submit(self) -> None:
+        self.clients.api_client  # resolves the context, which the pull policy depends on
+        pvc, job = self.build_objects()
+        self.on_phase("submitting")
+        try:
+            self.clients.core.create_namespaced_persistent_volume_claim(self.namespace, pvc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        try:
+            self.clients.batch.create_namespaced_job(self.namespace, job)
+        except ApiException as e:
+            if e.status != 409:
+                self._delete_quietly()
+                raise
+        self.submitted = time.monotonic()
+
+    def stage_in(self, pod: str) -> None:
+        self.on_phase("staging")
+        root = self.job.staging_dir
+        if self.job.package_input_folder:
+            files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+            files = [f for f in files if f not in self.job.outputs.values()]
+        else:
+            files = [self.job.input_file]
+        transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER,
+                            EXECUTOR + ["stage-in"], root, files)
+        self.staged = True
+        self.on_phase("running")
+
+    def collect(self, pod: str):
+        """Streams the outputs into the staging dir; returns (result, written paths)."""
+        self.on_phase("collecting")
+        result, written = transfer.receive_outputs(
+            self.clients.core, self.namespace, pod, manifests.CONTAINER, EXECUTOR + ["stage-out"],
+            self.job.staging_dir, self.cfg.output_size_limit)
+        transfer.run_command(self.clients.core, self.namespace, pod, manifests.CONTAINER, EXECUTOR + ["release"])
+        return result, written
+
+    def collect_from_volume(self):
+        """Collects through a short-lived pod on the job's PVC (same image, same security)."""
+        name = names.collector_name(self.job.job_id)
+        pod = manifests.make_collector_pod(
+            name, self.namespace, self._labels(names.COMPONENT_COLLECTOR), self._annotations(),
+            image=image_for(self.cfg, self.job.environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            pvc_name=self.name, hold_seconds=300)
+        try:
+            self.clients.core.create_namespaced_pod(self.namespace, pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        selector = names.job_selector(self.job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_COLLECTOR}"
+
+        def running(p):
+            problem = p is not None and (reasons.image_problem(p) or reasons.terminated_problem(p))
+            if problem:
+                return Fail(f"could not start the output collector: {problem}")
+            cs = (p.status.container_statuses or [None])[0] if p is not None and p.status else None
+            return True if cs is not None and cs.state.running else None
+
+        answer = wait_for_pod(self.clients.core, self.namespace, selector, running, self.cfg.scheduling_timeout_seconds)
+        if isinstance(answer, Fail):
+            raise JobFailed(answer.message)
+        try:
+            return self.collect(name)
+        finally:
+            self._delete(self.clients.core.delete_namespaced_pod, name)
+
+    def cleanup(self) -> None:
+        """Deletes the Job (and its pods) and the PVC. Safe to call any number of times."""
+        self._delete(self.clients.batch.delete_namespaced_job, self.name)
+        self._delete(self.clients.core.delete_namespaced_persistent_volume_claim, self.name)
+
+    def _delete(self, method, name):
+        try:
+            method(name, self.namespace, propagation_policy="Background", grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def _delete_quietly(self):
+        try:
+            self.cleanup()
+        except ApiException:
+            log.exception("cleanup of %s failed", self.name)
+
+    def job_events_problem(self) -> Optional[str]:
+        """The newest warning event about the Job (e.g. a quota refusing its pod), if any."""
+        events = self.clients.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={self.name},type=Warning")
+        newest = sorted(events.items, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        return reasons.short(f"{newest[-1].reason}: {newest[-1].message}") if newest else None
+
+    # ---- decisions ----------------------------------------------------------------------------
+    def decide(self, pod):
+        """The next step for the job's pod as observed now, or None to keep waiting."""
+        if pod is None:
+            if self.seen_pod:
+                return self._pod_gone()
+            if time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
+                return Fail(self.job_events_problem() or "the Job created no pod in time")
+            return None
+        self.seen_pod = True
+        self.pod_name = pod.metadata.name
+        problem = reasons.image_problem(pod)
+        if problem:
+            return Fail(problem)
+        why = reasons.unschedulable(pod)
+        if why and _age_seconds(pod) > self.cfg.scheduling_timeout_seconds:
+            return Fail(f"Unschedulable: {why}")
+        cs = (pod.status.container_statuses or [None])[0] if pod.status else None
+        state = cs.state if cs is not None else None
+        term = state.terminated if state is not None else None
+        if term is not None or (pod.status and pod.status.phase in ("Failed", "Succeeded")):
+            # Exit codes 0 and 1 come after result.json was written (docs/design.md): the outputs
+            # are on the PVC even though the pod is gone.
+            if term is not None and term.exit_code in (0, 1):
+                return CollectFromVolume()
+            return Fail(reasons.terminated_problem(pod, self.timeout_seconds)
+                        or f"the job pod ended ({pod.status.reason or pod.status.phase}) before its outputs were collected")
+        if cs is not None and cs.ready:
+            return Collect(pod.metadata.name)
+        if state is not None and state.running and not self.staged:
+            return StageIn(pod.metadata.name)
+        return None
+
+    def _pod_gone(self):
+        try:
+            job = self.clients.batch.read_namespaced_job(self.name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return Fail("the Kubernetes Job was deleted before the notebook finished")
+            raise
+        return Fail(reasons.job_problem(job, self.timeout_seconds) or "the job pod was deleted before it finished")
+
+    def wait(self, timeout: float):
+        return wait_for_pod(self.clients.core, self.namespace, self.selector, self.decide, timeout)
+
+    # ---- the synchronous driver -------------------------------------------------------------
+    def run(self) -> Outcome:
+        """Runs the job to its end. Raises JobFailed (with partial outcome) on failure."""
+        outcome = None
+        try:
+            self.submit()
+            self.on_phase("scheduled")
+            step = self.wait(10 ** 9)
+            while isinstance(step, StageIn):
+                self.stage_in(step.pod)
+                step = self.wait(10 ** 9)
+            if isinstance(step, Fail):
+                outcome = Outcome("failed", step.message)
+            else:
+                result, written = self.collect(step.pod) if isinstance(step, Collect) else self.collect_from_volume()
+                outcome = self.outcome(result, written, pod_name=getattr(step, "pod", None))
+        finally:
+            log_file = self.save_run_log()
+            self._delete_quietly()
+        if log_file:
+            outcome.side_effects.append(log_file)
+        if outcome.status != "completed":
+            raise JobFailed(outcome.message, outcome)
+        return outcome
+
+    def run_log_name(self) -> str:
+        """`<output base>.log`, beside the outputs and named like them."""
+        base = next(iter(self.job.outputs.values()), self.job.input_file)
+        return os.path.splitext(base)[0] + ".log"
+
+    def save_run_log(self) -> Optional[str]:
+        """Saves the executor pod's log (the notebook's printed output) into the staging dir."""
+        if not self.pod_name:
+            return None
+        try:
+            text = self.clients.core.read_namespaced_pod_log(
+                self.pod_name, self.namespace, container=manifests.CONTAINER, limit_bytes=RUN_LOG_LIMIT)
+        except ApiException as e:
+            if e.status in (400, 404):  # container never started, or pod already gone
+                return None
+            raise
+        self.log_text = text or ""
+        name = self.run_log_name()
+        with open(os.path.join(self.job.staging_dir, name), "w", encoding="utf-8") as f:
+            f.write(self.log_text)
+        return name
+
+    def log_tail(self, lines: int = 10) -> str:
+        return "\n".join(self.log_text.strip().splitlines()[-lines:])
+
+    def outcome(self, result, written, pod_name=None) -> Outcome:
+        if result is None:
+            return Outcome("failed", "the job pod returned no result.json")
+        outputs = [o for o in result.get("outputs", []) if o in written]
+        side_effects = [s for s in result.get("side_effects", []) if s in written]
+        if result.get("status") == "completed":
+            return Outcome("completed", "", outputs, side_effects)
+        pod = self._terminated_pod(pod_name) if pod_name else None
+        message = reasons.result_problem(result, pod) or "the notebook failed"
+        return Outcome("failed", message, outputs, side_effects)
+
+    def _terminated_pod(self, pod_name, wait_seconds: float = 15):
+        """After release, the pod exits; its termination reason (OOMKilled) sharpens the message."""
+        def ended(pod):
+            cs = (pod.status.container_statuses or [None])[0] if pod is not None and pod.status else None
+            return pod if pod is None or (cs is not None and cs.state.terminated) else None
+        try:
+            return wait_for_pod(self.clients.core, self.namespace, self.selector, ended, wait_seconds)
+        except Exception:  # best effort: the result.json message stands on its own
+            return None

@@ -1,0 +1,93 @@
+"""Turns pod and Job state into what the user sees: a short, specific `status_message`.
+
+Pure functions over V1Pod / V1Job objects, so recorded states can be unit-tested.
+"""
+from typing import Optional
+
+MAX_MESSAGE = 1024
+FATAL_WAITING = {"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "RunContainerError"}
+
+
+def short(message: str, limit: int = MAX_MESSAGE) -> str:
+    message = " ".join(str(message).split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def _container_status(pod):
+    statuses = (pod.status.container_statuses or []) if pod and pod.status else []
+    return statuses[0] if statuses else None
+
+
+def image_problem(pod) -> Optional[str]:
+    """A message if the pod cannot start its container (bad image, bad config), else None."""
+    cs = _container_status(pod)
+    waiting = cs.state.waiting if cs and cs.state else None
+    if not waiting or waiting.reason not in FATAL_WAITING:
+        return None
+    image = pod.spec.containers[0].image
+    if waiting.reason in ("ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"):
+        hint = " (pull policy Never: load the image into the cluster's nodes)" if waiting.reason == "ErrImageNeverPull" else ""
+        return short(f"{waiting.reason}: image '{image}' could not be pulled{hint}. {waiting.message or ''}")
+    return short(f"{waiting.reason}: {waiting.message or 'the executor container could not be created'}")
+
+
+def unschedulable(pod) -> Optional[str]:
+    """The scheduler's reason if the pod is (still) unschedulable, else None."""
+    for cond in (pod.status.conditions or []) if pod and pod.status else []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return cond.message or "no node can run this job"
+    return None
+
+
+def memory_limit(pod) -> str:
+    limits = pod.spec.containers[0].resources.limits if pod and pod.spec.containers[0].resources else None
+    return (limits or {}).get("memory", "")
+
+
+def terminated_problem(pod, timeout_seconds: int = 0) -> Optional[str]:
+    """Why a pod ended without (trustworthy) results, or None if nothing says so."""
+    if pod is None or pod.status is None:
+        return None
+    if pod.status.reason == "DeadlineExceeded":
+        return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
+    if pod.status.reason == "Evicted":
+        return short(f"Evicted: {pod.status.message or 'the node ran out of resources'}")
+    cs = _container_status(pod)
+    term = cs.state.terminated if cs and cs.state else None
+    if term is None and cs is not None and cs.last_state is not None:
+        term = cs.last_state.terminated
+    if term is None:
+        return None
+    if term.reason == "OOMKilled":
+        limit = memory_limit(pod)
+        return f"OOMKilled: the notebook exceeded its memory limit{' of ' + limit if limit else ''}"
+    if term.exit_code not in (0, 1):
+        detail = (term.message or "").strip().splitlines()[-5:]
+        return short(f"the executor exited with code {term.exit_code} ({term.reason or 'Error'})"
+                     + (": " + " | ".join(detail) if detail else ""))
+    return None
+
+
+def job_problem(job, timeout_seconds: int = 0) -> Optional[str]:
+    """Failure reasons recorded on the Job itself (deadline, pod failure policy)."""
+    for cond in (job.status.conditions or []) if job and job.status else []:
+        if cond.type == "Failed" and cond.status == "True":
+            if cond.reason == "DeadlineExceeded":
+                return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
+            return short(f"{cond.reason}: {cond.message}") if cond.reason != "BackoffLimitExceeded" else None
+    return None
+
+
+def result_problem(result: Optional[dict], pod=None) -> Optional[str]:
+    """The failure the executor recorded in result.json, sharpened by what Kubernetes saw."""
+    if not result or result.get("status") == "completed":
+        return None
+    error = result.get("error") or {}
+    message = error.get("message") or f"{error.get('ename', 'Error')}: {error.get('evalue', '')}"
+    cs = _container_status(pod)
+    term = cs.state.terminated if cs and cs.state else None
+    if term is not None and term.reason == "OOMKilled":
+        limit = memory_limit(pod)
+        return f"OOMKilled: the notebook exceeded its memory limit{' of ' + limit if limit else ''}"
+    return short(message)

@@ -1,0 +1,131 @@
+"""Files in and out of a pod as a tar stream over the exec API, like `kubectl cp`, without kubectl.
+
+Uses the official client's websocket exec in binary mode. Stdin is half-closed with the
+v5.channel.k8s.io CLOSE signal so the command in the pod sees end of input; older protocols
+cannot do that, so v5 is required.
+"""
+import os
+import tarfile
+import time
+from typing import Iterable, List
+
+from kubernetes.stream import stream
+from kubernetes.stream.ws_client import STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL
+
+from .safe_tar import extract_outputs
+
+_CHUNK = 256 * 1024
+
+
+class TransferError(Exception):
+    pass
+
+
+def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=command,
+                stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False, binary=True)
+    if ws.subprotocol != V5_CHANNEL_PROTOCOL:
+        ws.close()
+        raise TransferError("the API server does not support exec protocol v5.channel.k8s.io (Kubernetes >= 1.30)")
+    # The client copies all stdout into an in-memory buffer for read_all(), which we never call;
+    # drop it so a large transfer streams instead of accumulating.
+    ws._all = _Discard()
+    return ws
+
+
+class _Discard:
+    def write(self, _data):
+        pass
+
+    def getvalue(self):
+        return b""
+
+
+def _finish(ws, what: str, timeout: float):
+    ws.run_forever(timeout=timeout)
+    stderr = ws.read_channel(STDERR_CHANNEL)
+    if ws.is_open():
+        ws.close()
+        raise TransferError(f"{what} did not finish within {timeout:.0f}s")
+    code = ws.returncode
+    if code != 0:
+        detail = stderr.decode("utf-8", "replace").strip()[-500:] if stderr else ""
+        raise TransferError(f"{what} failed (exit code {code}){': ' + detail if detail else ''}")
+
+
+class _StdinWriter:
+    """File-like object that sends whatever tarfile writes to the command's stdin."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def write(self, data):
+        view = memoryview(data)
+        for i in range(0, len(view), _CHUNK):
+            self.ws.write_stdin(bytes(view[i:i + _CHUNK]))
+            # Drain stdout/stderr now and then so neither side stalls on a full buffer.
+            self.ws.update(timeout=0)
+        return len(data)
+
+
+class _StdoutReader:
+    """File-like object over the command's stdout, for tarfile's stream mode."""
+
+    def __init__(self, ws, timeout: float):
+        self.ws, self.timeout, self.buffer = ws, timeout, b""
+
+    def read(self, size=-1):
+        while (size < 0 or len(self.buffer) < size) and self.ws.is_open():
+            started = time.monotonic()
+            self.ws.update(timeout=self.timeout)
+            chunk = self.ws.read_channel(STDOUT_CHANNEL)
+            if chunk:
+                self.buffer += chunk
+            elif self.ws.is_open() and time.monotonic() - started >= self.timeout:
+                raise TransferError(f"no data from the pod for {self.timeout:.0f}s")
+        self.buffer += self.ws.read_channel(STDOUT_CHANNEL) or b""
+        if size < 0:
+            data, self.buffer = self.buffer, b""
+        else:
+            data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+def send_files(core, namespace: str, pod: str, container: str, command: List[str],
+               root: str, relpaths: Iterable[str], timeout: float = 600) -> None:
+    """Streams root/relpath for each relpath into `command`'s stdin as an uncompressed tar."""
+    ws = _open_exec(core, namespace, pod, container, command)
+    try:
+        with tarfile.open(fileobj=_StdinWriter(ws), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for rel in relpaths:
+                # The staging dir is the server's; never follow a link out of it.
+                tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
+        ws.close_channel(0)
+        _finish(ws, f"stage-in to pod {pod}", timeout)
+    finally:
+        if ws.is_open():
+            ws.close()
+
+
+def receive_outputs(core, namespace: str, pod: str, container: str, command: List[str],
+                    dest: str, size_limit: int, timeout: float = 600):
+    """Runs `command` (which writes a stage-out tar on stdout) and safely extracts it into dest."""
+    ws = _open_exec(core, namespace, pod, container, command)
+    try:
+        ws.close_channel(0)
+        result = extract_outputs(_StdoutReader(ws, timeout), dest, size_limit)
+        _finish(ws, f"stage-out from pod {pod}", timeout)
+        return result
+    finally:
+        if ws.is_open():
+            ws.close()
+
+
+def run_command(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 60) -> None:
+    ws = _open_exec(core, namespace, pod, container, command)
+    try:
+        ws.close_channel(0)
+        _finish(ws, " ".join(command[-1:]), timeout)
+    finally:
+        if ws.is_open():
+            ws.close()
