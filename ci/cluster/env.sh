@@ -20,10 +20,9 @@ CONTEXT_NAME=jsk8s-local
 # Ports on loopback. Chosen away from the defaults so a stray cluster on the
 # usual ports is never touched.
 APISERVER_PORT=${JSK8S_APISERVER_PORT:-16443}
-# The node address lives on a dummy interface so that pods (through the `kubernetes`
-# service) and the host reach the same API server, and nothing binds to eth0.
+# The node address (a /32 on lo) lets pods (through the `kubernetes` service) and the host
+# reach the same API server, and nothing binds to eth0.
 NODE_IP=${JSK8S_NODE_IP:-10.200.0.1}
-NODE_IFACE=jsk8s-node0
 ETCD_CLIENT_PORT=${JSK8S_ETCD_PORT:-12379}
 ETCD_PEER_PORT=$((ETCD_CLIENT_PORT + 1))
 KUBELET_PORT=${JSK8S_KUBELET_PORT:-10250}
