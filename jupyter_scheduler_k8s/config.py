@@ -42,11 +42,12 @@ class K8sConfig(LoggingConfigurable):
 
     image = Unicode(config=True, help="""
         Executor image that runs the notebooks (built from this project's `image/`).
-        Default: $K8S_IMAGE, else `jupyter-scheduler-k8s-executor:<package version>`.""")
+        Default: $K8S_IMAGE, else `localhost/jupyter-scheduler-k8s-executor:<package version>`, the name
+        `make image` builds and `make load-image` loads into a local cluster.""")
 
     @default("image")
     def _image_default(self):
-        return _env("K8S_IMAGE", f"jupyter-scheduler-k8s-executor:{__version__}")
+        return _env("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
 
     image_pull_policy = Unicode(None, allow_none=True, config=True, help="""
         imagePullPolicy of job pods: Always, IfNotPresent or Never. Default: $K8S_IMAGE_PULL_POLICY,

@@ -70,7 +70,9 @@ def _pod_spec(*, image: str, pull_policy: Optional[str], command: List[str], env
               termination_grace_period_seconds: int = 5) -> V1PodSpec:
     container = V1Container(
         name=CONTAINER, image=image, image_pull_policy=pull_policy, command=list(command),
-        env=list(env), working_dir=f"{JOB_DIR}/work", resources=container_resources,
+        # No workingDir: runc would create a missing /job/work as root, unwritable for uid 1000.
+        # The executor changes into it once stage-in has made it.
+        env=list(env), resources=container_resources,
         security_context=container_security_context(), readiness_probe=readiness_probe,
         volume_mounts=[V1VolumeMount(name=VOLUME, mount_path=JOB_DIR)],
         termination_message_policy="FallbackToLogsOnError",
