@@ -4,7 +4,6 @@
     jupyter-scheduler-k8s doctor
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,10 +23,8 @@ def _parameter(text: str):
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    try:
-        return key, json.loads(value)  # numbers, booleans, lists stay typed, as in the UI
-    except ValueError:
-        return key, value
+    # As in the UI, a value is Python source: `-p n=3`, `-p label='"text"'`.
+    return key, value
 
 
 def _config_from_args(args) -> K8sConfig:

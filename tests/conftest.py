@@ -81,7 +81,6 @@ def busybox_image():
 
 @pytest.fixture(scope="session")
 def executor_image():
-    image = os.environ.get("JSK8S_EXECUTOR_IMAGE")
-    if not image:
-        _missing("JSK8S_EXECUTOR_IMAGE is not set (make load-image prints it)")
-    return image
+    """The executor image loaded into the cluster (ci/test-all and `make load-image` load it)."""
+    from jupyter_scheduler_k8s import __version__
+    return os.environ.get("JSK8S_EXECUTOR_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")

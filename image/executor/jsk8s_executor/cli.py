@@ -1,0 +1,48 @@
+"""Command line: `jsk8s-executor run | stage-in | stage-out | release | hold SECONDS`."""
+
+import argparse
+import sys
+
+from .jobdir import JobDir, touch, wait_for
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jsk8s-executor",
+        description="Run one jupyter-scheduler notebook job on a Kubernetes job volume "
+        "(env JSK8S_JOB_DIR, default /job).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="wait for inputs, execute the notebook (spec in env JSK8S_SPEC), hold")
+    sub.add_parser("stage-in", help="extract a tar stream from stdin into the work dir, mark it staged")
+    sub.add_parser("stage-out", help="write result.json, outputs and side-effect files as a tar to stdout")
+    sub.add_parser("release", help="tell run/hold that the outputs are collected")
+    hold = sub.add_parser("hold", help="wait until released or SECONDS pass (collector pod)")
+    hold.add_argument("seconds", type=float)
+    args = parser.parse_args(argv)
+    job = JobDir()
+
+    if args.command == "run":
+        # Imported here so that the staging commands, run by exec, start fast.
+        from . import run
+
+        # Line buffering: progress lines must reach the pod log as they happen.
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(line_buffering=True)
+        return run.main(job)
+    if args.command in ("stage-in", "stage-out"):
+        from .staging import StagingError, stage_in, stage_out
+
+        try:
+            (stage_in if args.command == "stage-in" else stage_out)(job)
+        except StagingError as e:
+            print(f"jsk8s-executor {args.command}: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "release":
+        touch(job.collected)
+        return 0
+    if args.command == "hold":
+        wait_for(job.collected, args.seconds)
+        return 0
+    return 2
