@@ -22,6 +22,12 @@ def _env(name, fallback=None):
     return value or fallback
 
 
+def _check_policy(value):
+    if value is not None and value not in PULL_POLICIES:
+        raise ValueError(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}, not {value!r}")
+    return value
+
+
 class K8sConfig(LoggingConfigurable):
     """Where and how notebook jobs run on Kubernetes."""
 
@@ -56,14 +62,12 @@ class K8sConfig(LoggingConfigurable):
 
     @default("image_pull_policy")
     def _pull_policy_default(self):
-        return _env("K8S_IMAGE_PULL_POLICY")
+        # Defaults skip @validate, so the environment's value is checked here.
+        return _check_policy(_env("K8S_IMAGE_PULL_POLICY"))
 
     @validate("image_pull_policy")
     def _check_pull_policy(self, proposal):
-        value = proposal["value"]
-        if value is not None and value not in PULL_POLICIES:
-            raise ValueError(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}, not {value!r}")
-        return value
+        return _check_policy(proposal["value"])
 
     storage_size = Unicode(config=True, help="""
         Size of each job's PersistentVolumeClaim, which holds the inputs and everything the notebook
@@ -107,8 +111,14 @@ class K8sConfig(LoggingConfigurable):
         return _env("K8S_EXECUTOR_MEMORY_LIMIT")
 
     kubeconfig = Unicode(None, allow_none=True, config=True, help="""
-        Path of a kubeconfig file. When unset: the in-cluster ServiceAccount if the server runs in a
-        pod, else $KUBECONFIG or ~/.kube/config.""")
+        Path of a kubeconfig file. Default: $KUBECONFIG (its first path); when neither is set, the
+        in-cluster ServiceAccount if the server runs in a pod, else ~/.kube/config.""")
+
+    @default("kubeconfig")
+    def _kubeconfig_default(self):
+        # Read when the config is built, not when the kubernetes package was imported.
+        paths = _env("KUBECONFIG")
+        return paths.split(os.pathsep)[0] if paths else None
 
     context = Unicode(None, allow_none=True, config=True,
                       help="kubeconfig context to use. Default: the file's current context.")

@@ -17,11 +17,15 @@ from kubernetes.client.rest import ApiException
 from . import manifests, names, reasons, transfer
 from .clients import Clients, pull_policy
 from .config import K8sConfig, image_for, resolve_profile
+from .safe_tar import UnsafeOutputError
 from .watch import wait_for_pod
 
 log = logging.getLogger(__name__)
 EXECUTOR = ["jsk8s-executor"]
 RUN_LOG_LIMIT = 10 * 1024 * 1024
+LOG_FORMAT = "log"
+NO_RESULT = "the executor ended without a result"
+GENERIC_FAILURES = {NO_RESULT}
 
 
 @dataclass
@@ -36,11 +40,13 @@ class NotebookJob:
     job_name: str = ""
     compute_type: Optional[str] = None
     environment: Optional[str] = None
+    # Where the run log goes: K8sScheduler adds a "log" output format so the UI lists it.
+    log_file: Optional[str] = None
 
     @classmethod
     def from_staging_paths(cls, job_id: str, staging_paths: Dict[str, str], model=None) -> "NotebookJob":
         """Output names are taken as given: the server computed them in its own time zone."""
-        outputs = {fmt: os.path.basename(p) for fmt, p in staging_paths.items() if fmt != "input"}
+        outputs = {fmt: os.path.basename(p) for fmt, p in staging_paths.items() if fmt not in ("input", LOG_FORMAT)}
         return cls(
             job_id=job_id, staging_dir=os.path.dirname(staging_paths["input"]),
             input_file=os.path.basename(staging_paths["input"]), outputs=outputs,
@@ -48,6 +54,7 @@ class NotebookJob:
             package_input_folder=bool(getattr(model, "package_input_folder", False)),
             job_name=getattr(model, "name", "") or "", compute_type=getattr(model, "compute_type", None),
             environment=getattr(model, "runtime_environment_name", None),
+            log_file=os.path.basename(staging_paths[LOG_FORMAT]) if LOG_FORMAT in staging_paths else None,
         )
 
 
@@ -65,11 +72,18 @@ class Collect:
 @dataclass
 class CollectFromVolume:
     """The Job's pod ended before we collected: read the PVC through a collector pod."""
+    pod: object = None  # the ended pod, whose reason (deadline, eviction) outranks result.json
 
 
 @dataclass
 class Fail:
     message: str
+
+
+@dataclass
+class Locate:
+    """No pod to look at (it vanished, never came, or the server restarted): ask the API what
+    became of the Job and its PVC."""
 
 
 @dataclass
@@ -104,6 +118,8 @@ class JobRun:
         self.timeout_seconds = int(self.profile["timeout_seconds"] or 0)
         self.staged = False
         self.seen_pod = False
+        # Set when the server picks up a job it did not submit itself (after a restart).
+        self.recovered = False
         self.pod_name = None
         self.log_text = ""
         self.submitted = time.monotonic()
@@ -158,9 +174,13 @@ class JobRun:
         root = self.job.staging_dir
         if self.job.package_input_folder:
             files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-            files = [f for f in files if f not in self.job.outputs.values()]
         else:
             files = [self.job.input_file]
+        # Only regular files go: a link in the user's folder could point at any server file.
+        skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
+        if skipped:
+            log.warning("job %s: not sending links or special files: %s", self.job.job_id, ", ".join(skipped))
+        files = [f for f in files if f not in skipped]
         transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER,
                             EXECUTOR + ["stage-in"], root, files)
         self.staged = True
@@ -220,7 +240,7 @@ class JobRun:
     def _delete_quietly(self):
         try:
             self.cleanup()
-        except ApiException:
+        except Exception:  # noqa: BLE001 - never mask the job's own outcome; the TTL is a backstop
             log.exception("cleanup of %s failed", self.name)
 
     def job_events_problem(self) -> Optional[str]:
@@ -234,10 +254,8 @@ class JobRun:
     def decide(self, pod):
         """The next step for the job's pod as observed now, or None to keep waiting."""
         if pod is None:
-            if self.seen_pod:
-                return self._pod_gone()
-            if time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
-                return Fail(self.job_events_problem() or "the Job created no pod in time")
+            if self.seen_pod or self.recovered or time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
+                return Locate()
             return None
         self.seen_pod = True
         self.pod_name = pod.metadata.name
@@ -254,7 +272,7 @@ class JobRun:
             # Exit codes 0 and 1 come after result.json was written (docs/design.md): the outputs
             # are on the PVC even though the pod is gone.
             if term is not None and term.exit_code in (0, 1):
-                return CollectFromVolume()
+                return CollectFromVolume(pod)
             return Fail(reasons.terminated_problem(pod, self.timeout_seconds)
                         or f"the job pod ended ({pod.status.reason or pod.status.phase}) before its outputs were collected")
         if cs is not None and cs.ready:
@@ -263,45 +281,98 @@ class JobRun:
             return StageIn(pod.metadata.name)
         return None
 
-    def _pod_gone(self):
+    def locate(self):
+        """Resolves Locate: the next step from the Job's and the PVC's state (API calls)."""
+        self.recovered = False
         try:
             job = self.clients.batch.read_namespaced_job(self.name, self.namespace)
         except ApiException as e:
+            if e.status != 404:
+                raise
+            job = None
+        if job is not None:
+            problem = reasons.job_problem(job, self.timeout_seconds)
+            if problem:
+                return Fail(problem)
+            if not (job.status and (job.status.succeeded or job.status.failed)):
+                if self.seen_pod:
+                    return Fail("the job pod was deleted before it finished")
+                if time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
+                    return Fail(self.job_events_problem() or "the Job created no pod in time")
+                return None
+        # The Job ended (or its TTL removed it) with nobody collecting: the outputs, if any,
+        # are still on the PVC.
+        if self._pvc_exists():
+            return CollectFromVolume()
+        return Fail("the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
+
+    def _pvc_exists(self) -> bool:
+        try:
+            self.clients.core.read_namespaced_persistent_volume_claim(self.name, self.namespace)
+            return True
+        except ApiException as e:
             if e.status == 404:
-                return Fail("the Kubernetes Job was deleted before the notebook finished")
+                return False
             raise
-        return Fail(reasons.job_problem(job, self.timeout_seconds) or "the job pod was deleted before it finished")
 
-    def wait(self, timeout: float):
-        return wait_for_pod(self.clients.core, self.namespace, self.selector, self.decide, timeout)
-
-    # ---- the synchronous driver -------------------------------------------------------------
-    def run(self) -> Outcome:
-        """Runs the job to its end. Raises JobFailed (with partial outcome) on failure."""
+    # ---- the end of a job -------------------------------------------------------------------
+    def finish(self, step) -> Outcome:
+        """Turns a final step into the job's outcome: collects what there is, saves the run log,
+        and deletes the job's objects. Never raises for job failures."""
         outcome = None
         try:
-            self.submit()
-            self.on_phase("scheduled")
-            step = self.wait(10 ** 9)
-            while isinstance(step, StageIn):
-                self.stage_in(step.pod)
-                step = self.wait(10 ** 9)
             if isinstance(step, Fail):
                 outcome = Outcome("failed", step.message)
             else:
-                result, written = self.collect(step.pod) if isinstance(step, Collect) else self.collect_from_volume()
-                outcome = self.outcome(result, written, pod_name=getattr(step, "pod", None))
+                if isinstance(step, Collect):
+                    result, written = self.collect(step.pod)
+                    outcome = self.outcome(result, written, pod_name=step.pod)
+                else:
+                    result, written = self.collect_from_volume()
+                    outcome = self.outcome(result, written, ended_pod=step.pod)
+        except (JobFailed, transfer.TransferError, UnsafeOutputError) as e:
+            outcome = Outcome("failed", f"collecting the outputs failed: {e}")
         finally:
-            log_file = self.save_run_log()
+            log_file = self._save_run_log_quietly()
             self._delete_quietly()
         if log_file:
             outcome.side_effects.append(log_file)
+        if outcome.status == "failed" and outcome.message in GENERIC_FAILURES and self.log_text:
+            outcome.message = reasons.short(f"{outcome.message}; last log lines: {self.log_tail(5)}")
+        return outcome
+
+    # ---- the synchronous driver -------------------------------------------------------------
+    def next_step(self, timeout: float = 10 ** 9):
+        """Waits for the next final step, staging the inputs on the way."""
+        while True:
+            step = wait_for_pod(self.clients.core, self.namespace, self.selector, self.decide, timeout)
+            if isinstance(step, StageIn):
+                self.stage_in(step.pod)
+            elif isinstance(step, Locate):
+                step = self.locate()
+                if step is not None:
+                    return step
+            else:
+                return step
+
+    def run(self) -> Outcome:
+        """Runs the job to its end. Raises JobFailed (with the partial outcome) on failure."""
+        try:
+            self.submit()
+            self.on_phase("scheduled")
+            step = self.next_step()
+        except BaseException:
+            self._delete_quietly()
+            raise
+        outcome = self.finish(step)
         if outcome.status != "completed":
             raise JobFailed(outcome.message, outcome)
         return outcome
 
     def run_log_name(self) -> str:
         """`<output base>.log`, beside the outputs and named like them."""
+        if self.job.log_file:
+            return self.job.log_file
         base = next(iter(self.job.outputs.values()), self.job.input_file)
         return os.path.splitext(base)[0] + ".log"
 
@@ -322,18 +393,27 @@ class JobRun:
             f.write(self.log_text)
         return name
 
+    def _save_run_log_quietly(self) -> Optional[str]:
+        try:
+            return self.save_run_log()
+        except (ApiException, OSError):
+            log.exception("could not save the run log of %s", self.name)
+            return None
+
     def log_tail(self, lines: int = 10) -> str:
         return "\n".join(self.log_text.strip().splitlines()[-lines:])
 
-    def outcome(self, result, written, pod_name=None) -> Outcome:
+    def outcome(self, result, written, pod_name=None, ended_pod=None) -> Outcome:
         if result is None:
-            return Outcome("failed", "the job pod returned no result.json")
+            return Outcome("failed", NO_RESULT)
         outputs = [o for o in result.get("outputs", []) if o in written]
         side_effects = [s for s in result.get("side_effects", []) if s in written]
         if result.get("status") == "completed":
             return Outcome("completed", "", outputs, side_effects)
-        pod = self._terminated_pod(pod_name) if pod_name else None
-        message = reasons.result_problem(result, pod) or "the notebook failed"
+        pod = ended_pod or (self._terminated_pod(pod_name) if pod_name else None)
+        # Kubernetes' reason (deadline, eviction) says more than the executor, which only saw SIGTERM.
+        message = (reasons.terminated_problem(pod, self.timeout_seconds) if ended_pod is not None else None) \
+            or reasons.result_problem(result, pod) or "the notebook failed"
         return Outcome("failed", message, outputs, side_effects)
 
     def _terminated_pod(self, pod_name, wait_seconds: float = 15):

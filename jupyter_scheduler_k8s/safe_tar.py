@@ -30,22 +30,32 @@ def _check_member(member: tarfile.TarInfo, dest: str) -> str:
     if not (member.isfile() or member.isdir()):
         kind = "link" if (member.issym() or member.islnk()) else "special file"
         raise UnsafeOutputError(f"refused {kind} {member.name!r} in the job's outputs")
+    rel = os.path.normpath(member.name)
+    if os.path.isabs(member.name) or rel == ".." or rel.startswith("../") or rel == ".":
+        raise UnsafeOutputError(f"refused {member.name!r} in the job's outputs: not a path inside the job")
     try:
-        # The stdlib's own rules for untrusted archives: no absolute paths, no `..`, and the
-        # resolved target (following links already in dest) must stay inside dest.
+        # The stdlib's own rules for untrusted archives as a second check: the resolved target
+        # (following links already in dest) must stay inside dest.
         tarfile.data_filter(member, dest)
     except tarfile.FilterError as e:
         raise UnsafeOutputError(f"refused {member.name!r} in the job's outputs: {e}") from None
-    return os.path.normpath(member.name)
+    return rel
+
+
+def _make_dirs_inside(dest: Path, rel_dir: str) -> Path:
+    """Creates dest/rel_dir one level at a time, refusing any level that is a link."""
+    current = dest
+    for part in Path(rel_dir).parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeOutputError(f"refused {rel_dir!r}: it passes through a link")
+        current.mkdir(exist_ok=True)
+    return current
 
 
 def _open_inside(dest: Path, rel: str):
     """Opens dest/rel for writing without following any symlink on the way."""
-    target = dest / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    real_parent = target.parent.resolve()
-    if real_parent != dest and dest not in real_parent.parents:
-        raise UnsafeOutputError(f"refused {rel!r}: its directory leads outside the staging dir")
+    target = _make_dirs_inside(dest, os.path.dirname(rel)) / os.path.basename(rel)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
 
@@ -69,13 +79,15 @@ def extract_outputs(stream: IO[bytes], dest: str, size_limit: int) -> "tuple[Opt
                     result = json.loads(tar.extractfile(member).read())
                 except ValueError:
                     raise UnsafeOutputError("the job's result.json is not valid JSON") from None
+                if result is not None and not isinstance(result, dict):
+                    raise UnsafeOutputError("the job's result.json is not a JSON object")
                 continue
             if not member.name.startswith(WORK_PREFIX):
                 raise UnsafeOutputError(f"refused unexpected member {member.name!r} in the job's outputs")
             member.name = member.name[len(WORK_PREFIX):]
             rel = _check_member(member, str(dest_path))
             if member.isdir():
-                (dest_path / rel).mkdir(parents=True, exist_ok=True)
+                _make_dirs_inside(dest_path, rel)
                 continue
             total += member.size
             if total > size_limit:

@@ -1,12 +1,13 @@
-"""Waiting on pods with the Watch API.
+"""Pod changes from the Watch API, made dependable.
 
 Lists, then watches from the list's resourceVersion; resumes from the last event's version when a
-watch ends; re-lists after 410 Gone; falls back to polling (a fresh list) with backoff when the
-watch errors. A watch that ends or times out is never taken as an answer: only `decide` answers.
+watch ends; re-lists after 410 Gone; falls back to polling (a fresh list) with doubling backoff
+when the watch errors. A watch that ends or times out is never taken as an answer: callers decide
+only from pod states, and get a TICK now and then so time-based rules fire without changes.
 """
 import logging
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterator, Optional, Tuple, TypeVar
 
 import urllib3
 from kubernetes import watch
@@ -15,64 +16,68 @@ from kubernetes.client.rest import ApiException
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# How often `decide` is asked again with no new event, so time-based rules (scheduling timeouts)
-# fire even when nothing changes.
 TICK_SECONDS = 5
+LIST, TICK = "LIST", "TICK"
 
 
 class WaitTimeout(Exception):
     pass
 
 
-def wait_for_pod(core, namespace: str, selector: str, decide: Callable[[Optional[object]], Optional[T]],
-                 timeout: float, tick: float = TICK_SECONDS) -> T:
-    """Calls decide(pod or None) on every change of the (single) pod matching `selector` and on
-    each tick, until it returns something other than None, which is returned."""
-    deadline = time.monotonic() + timeout
-    version, pod, backoff = None, None, 0.5
-    while True:
+def pod_events(core, namespace: str, selector: str, tick: float = TICK_SECONDS,
+               stopped: Callable[[], bool] = lambda: False) -> Iterator[Tuple[str, object]]:
+    """Yields (LIST, [pods]) after every (re)list, (ADDED|MODIFIED|DELETED, pod) for each change,
+    and (TICK, None) whenever a watch ends, until `stopped()` is true."""
+    version, backoff = None, 0.5
+    while not stopped():
         try:
             if version is None:
                 listed = core.list_namespaced_pod(namespace, label_selector=selector)
                 version = listed.metadata.resource_version
-                pod = listed.items[0] if listed.items else None
-            answer = decide(pod)
-            if answer is not None:
-                return answer
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"no answer after {timeout:.0f}s")
-            stream = watch.Watch().stream(
-                core.list_namespaced_pod, namespace, label_selector=selector, resource_version=version,
-                allow_watch_bookmarks=True, timeout_seconds=max(1, int(min(remaining, tick))))
-            for event in stream:
-                obj = event["object"]
-                if event["type"] == "ERROR":
-                    # 410 Gone arrives as an ERROR event: our version is too old, list again.
+                yield LIST, listed.items
+            for event in watch.Watch().stream(
+                    core.list_namespaced_pod, namespace, label_selector=selector, resource_version=version,
+                    allow_watch_bookmarks=True, timeout_seconds=max(1, int(tick))):
+                if event["type"] == "ERROR":  # 410 Gone arrives as an event: our version is too old
                     version = None
                     break
-                version = obj.metadata.resource_version
-                if event["type"] == "BOOKMARK":
-                    continue
-                pod = None if event["type"] == "DELETED" else obj
-                answer = decide(pod)
-                if answer is not None:
-                    return answer
+                version = event["object"].metadata.resource_version
+                if event["type"] != "BOOKMARK":
+                    yield event["type"], event["object"]
             backoff = 0.5
+            yield TICK, None
         except ApiException as e:
-            if e.status == 410:
-                version = None
-                continue
             if e.status in (401, 403, 404):
                 raise
-            version = _after_error(e, backoff)
-            backoff = min(backoff * 2, 10)
+            version = None
+            if e.status != 410:
+                backoff = _pause(e, backoff)
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            version = _after_error(e, backoff)
-            backoff = min(backoff * 2, 10)
+            version = None
+            backoff = _pause(e, backoff)
 
 
-def _after_error(error, backoff: float):
-    log.warning("watch failed (%s); polling again in %.1fs", error, backoff)
+def _pause(error, backoff: float) -> float:
+    log.warning("pod watch failed (%s); listing again in %.1fs", error, backoff)
     time.sleep(backoff)
-    return None  # forces a fresh list: the polling fallback
+    return min(backoff * 2, 10)
+
+
+def wait_for_pod(core, namespace: str, selector: str, decide: Callable[[Optional[object]], Optional[T]],
+                 timeout: float, tick: float = TICK_SECONDS) -> T:
+    """Calls decide(pod or None) for the single pod matching `selector` on every change and tick,
+    until it returns something other than None, which is returned."""
+    deadline = time.monotonic() + timeout
+    pod = None
+    for kind, obj in pod_events(core, namespace, selector, min(tick, max(timeout, 1))):
+        if kind == LIST:
+            pod = obj[0] if obj else None
+        elif kind == "DELETED":
+            pod = None
+        elif kind != TICK:
+            pod = obj
+        answer = decide(pod)
+        if answer is not None:
+            return answer
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"no answer after {timeout:.0f}s")

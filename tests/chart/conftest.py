@@ -5,7 +5,7 @@ import pytest
 import helmrender
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _require_helm():
     """Without helm, chart tests skip on a developer machine but fail in CI (env CI set): a
     missing tool must never turn into a green run."""

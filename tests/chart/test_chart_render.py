@@ -114,7 +114,7 @@ def test_default_notes_carry_no_warning():
 
 
 def test_invalid_or_too_long_jobs_namespace_fails():
-    assert "too long" not in render_error({"jobs": {"namespace": "Bad_Name"}})  # schema pattern
+    assert "at '/jobs/namespace': 'Bad_Name' does not match pattern" in render_error({"jobs": {"namespace": "Bad_Name"}})
     error = render_error(namespace="n" * 60)  # "<60 chars>-jobs" is over 63
     assert "longer than 63 characters" in error
 

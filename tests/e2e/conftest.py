@@ -37,7 +37,8 @@ class SchedulerHarness:
         self.scheduler = scheduler_class(
             root_dir=str(self.root), environments_manager=CondaEnvironmentManager(), db_url=db_url,
             config=config, staging_path=str(tmp_path / f"{name}-staging"))
-        self.scheduler.execution_manager_class = execution_manager_class
+        if execution_manager_class is not None:
+            self.scheduler.execution_manager_class = execution_manager_class
 
     def submit(self, input_uri, **kwargs):
         kwargs.setdefault("runtime_environment_name", "default")

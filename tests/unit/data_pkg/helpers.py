@@ -41,7 +41,7 @@ def deserialize(data: dict, kind: str):
 # neighbours, with the values a real kubelet/scheduler writes).
 
 IMAGE = "registry.example.org/jsk8s-executor:0.1.0"
-CREATED = "2026-11-26T01:02:03Z"
+CREATED = "2025-06-01T01:02:03Z"
 
 
 def pod_dict(status: dict, *, image: str = IMAGE, memory_limit: str = "2Gi", name: str = "jsk8s-job-abcde",
@@ -143,7 +143,7 @@ def running_status(ready: bool = False) -> dict:
 def terminated_status(exit_code: int, reason: str, *, message: str = None, pod_reason: str = None,
                       pod_message: str = None) -> dict:
     terminated = {"exitCode": exit_code, "reason": reason, "startedAt": CREATED,
-                  "finishedAt": "2026-11-26T01:12:03Z",
+                  "finishedAt": "2025-06-01T01:12:03Z",
                   "containerID": "containerd://" + "b" * 64}
     if message is not None:
         terminated["message"] = message

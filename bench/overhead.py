@@ -1,0 +1,75 @@
+"""bench/overhead: the same 1-cell notebook through jupyter-scheduler's local executor and through
+K8sExecutionManager, interleaved in one run on the local cluster. Reports the median
+submit -> outputs-staged time of each and their ratio (goal: K8s / local <= 1.25)."""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
+
+
+def staged(harness, job_id, fmt="ipynb", timeout=300):
+    """Seconds until the job is COMPLETED with its output in the staging dir."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = harness.scheduler.get_job(job_id, job_files=False)
+        if job.status.value == "COMPLETED" and os.path.exists(harness.output(job, fmt)):
+            return
+        if job.status.value == "FAILED":
+            raise RuntimeError(job.status_message)
+        time.sleep(0.02)
+    raise RuntimeError(f"job {job_id} not done after {timeout}s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--namespace", default="jsk8s-bench")
+    args = parser.parse_args()
+
+    from jupyter_scheduler.executors import DefaultExecutionManager
+    from kubernetes import client, config
+
+    from jupyter_scheduler_k8s import __version__
+    from jupyter_scheduler_k8s.executors import K8sExecutionManager
+
+    kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
+    config.load_kube_config(kubeconfig)
+    core = client.CoreV1Api()
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=args.namespace)))
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+    os.environ["K8S_NAMESPACE"] = args.namespace
+    os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        harnesses = {"local": SchedulerHarness(Path(tmp), "local", DefaultExecutionManager),
+                     "k8s": SchedulerHarness(Path(tmp), "k8s", K8sExecutionManager)}
+        for h in harnesses.values():
+            write_notebook(str(h.root / "one.ipynb"), "1 + 1")
+        times = {name: [] for name in harnesses}
+        for i in range(args.runs + 1):  # the first round warms caches and is not counted
+            for name, h in harnesses.items():
+                start = time.monotonic()
+                staged(h, h.submit("one.ipynb", name=f"bench-{uuid.uuid4().hex[:6]}"))
+                if i:
+                    times[name].append(time.monotonic() - start)
+        local, k8s = statistics.median(times["local"]), statistics.median(times["k8s"])
+        print(f"runs: {args.runs} each, interleaved")
+        for name in ("local", "k8s"):
+            print(f"{name:5s}: median {statistics.median(times[name]):.2f}s  "
+                  f"(min {min(times[name]):.2f}s, max {max(times[name]):.2f}s)")
+        print(f"ratio k8s/local: {k8s / local:.2f}  (goal <= 1.25)")
+    core.delete_namespace(args.namespace)
+
+
+if __name__ == "__main__":
+    main()

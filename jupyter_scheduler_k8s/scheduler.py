@@ -1,0 +1,201 @@
+"""K8sScheduler: jupyter-scheduler's Scheduler, with jobs that live on Kubernetes.
+
+Configure with `c.SchedulerApp.scheduler_class = "jupyter_scheduler_k8s.scheduler.K8sScheduler"`
+(the Helm chart does). The DB, the REST API and the staging layout stay jupyter-scheduler's; what
+changes is that no process is spawned per job. One JobMonitor in the server follows every job,
+`stop_job` and `delete_job` act on the Kubernetes objects, and jobs that were in flight when the
+server went away are picked up again when it starts.
+"""
+import os
+import shutil
+import threading
+
+from jupyter_scheduler.exceptions import InputUriError, SchedulerError
+from jupyter_scheduler.models import CreateJob, DescribeJob, JobFeature, Status
+from jupyter_scheduler.orm import Job
+from jupyter_scheduler.scheduler import Scheduler
+from jupyter_scheduler.utils import get_utc_timestamp
+from kubernetes.client.rest import ApiException
+from traitlets import Int, default
+
+from . import names
+from .clients import Clients
+from .config import K8sConfig, UnknownProfileError, resolve_profile
+from .executors import K8sExecutionManager, supported_features
+from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
+from .monitor import JobMonitor
+
+ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
+
+
+def managed_supported_features(cls):
+    """With K8sScheduler, stop and delete act on the Kubernetes Job, and timeouts come from
+    compute profiles and config."""
+    features = supported_features(cls)
+    features.update({JobFeature.stop_job: True, JobFeature.delete_job: True, JobFeature.timeout_seconds: True})
+    return features
+
+
+class ManagedK8sExecutionManager(K8sExecutionManager):
+    """The execution manager as K8sScheduler runs it: in the server, driven by the JobMonitor."""
+    supported_features = managed_supported_features
+
+
+class K8sScheduler(Scheduler):
+    recovery_interval_seconds = Int(60, config=True, help="""
+        How often jobs the database holds as in progress are matched against Kubernetes, besides
+        at start-up, so that nothing stays IN_PROGRESS after its Job is gone.""")
+
+    worker_threads = Int(4, config=True, help="""
+        Threads that stage inputs and collect outputs for all jobs of this server. Jobs are
+        followed by one watch whatever their number; this bounds the concurrent transfers.""")
+
+    @default("execution_manager_class")
+    def _default_execution_manager(self):
+        return ManagedK8sExecutionManager
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.execution_manager_class is K8sExecutionManager:
+            # The chart names K8sExecutionManager; under this scheduler it can stop and delete.
+            self.execution_manager_class = ManagedK8sExecutionManager
+        self.k8s = K8sConfig(parent=self)
+        self.clients = Clients(self.k8s.kubeconfig, self.k8s.context)
+        selector = names.all_jobs_selector() + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
+        if self.k8s.username:
+            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.k8s.username)}"
+        self.monitor = JobMonitor(lambda: self.clients.core, self.k8s.namespace, selector,
+                                  self._record_outcome, workers=self.worker_threads)
+        self._recovery_stop = threading.Event()
+        threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True).start()
+
+    # ---- jobs in ------------------------------------------------------------------------------
+    def create_job(self, model: CreateJob) -> str:
+        if not model.job_definition_id and not self.file_exists(model.input_uri):
+            raise InputUriError(model.input_uri)
+        input_path = os.path.join(self.root_dir, model.input_uri)
+        if not self.execution_manager_class.validate(self.execution_manager_class, input_path):
+            raise SchedulerError("The notebook has no kernel (or is not valid JSON). Open it, select a "
+                                 "kernel, save, and submit the job again.")
+        try:
+            resolve_profile(self.k8s, model.compute_type)
+        except UnknownProfileError as e:
+            raise SchedulerError(str(e)) from None
+        model.output_formats = list(model.output_formats or [])
+        if LOG_FORMAT not in model.output_formats:
+            model.output_formats.append(LOG_FORMAT)  # the run log is listed with the outputs
+
+        with self.db_session() as session:
+            job = Job(**model.dict(exclude_none=True, exclude={"input_uri"}))
+            # Not the ORM's default STOPPED (jupyter-scheduler #451): it is on its way.
+            job.status = Status.IN_PROGRESS
+            job.start_time = get_utc_timestamp()
+            session.add(job)
+            session.commit()
+            staging_paths = self.get_staging_paths(DescribeJob.from_orm(job))
+            if model.package_input_folder:
+                copied = self.copy_input_folder(model.input_uri, staging_paths["input"])
+                job.packaged_files = [f for f in copied if f != os.path.basename(model.input_uri)]
+            else:
+                self.copy_input_file(model.input_uri, staging_paths["input"])
+            session.commit()
+            job_id = job.job_id
+            described = DescribeJob.from_orm(job)
+        self.monitor.track(self._run_for(described, staging_paths))
+        return job_id
+
+    def _run_for(self, model: DescribeJob, staging_paths) -> JobRun:
+        job = NotebookJob.from_staging_paths(model.job_id, staging_paths, model)
+        return JobRun(job, self.k8s, self.clients)
+
+    # ---- jobs out -----------------------------------------------------------------------------
+    def _record_outcome(self, run: JobRun, outcome: Outcome) -> None:
+        manager = self.execution_manager_class(job_id=run.job.job_id, root_dir=self.root_dir,
+                                               db_url=self.db_url, staging_paths={})
+        manager.record_files(outcome)
+        values = {"end_time": get_utc_timestamp(),
+                  "status": Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
+                  "status_message": outcome.message or None}
+        with self.db_session() as session:
+            # Only a job still in flight takes an outcome: a stop that raced us wins.
+            session.query(Job).filter(Job.job_id == run.job.job_id, Job.status.in_(ACTIVE)).update(
+                values, synchronize_session=False)
+            session.commit()
+
+    def stop_job(self, job_id: str):
+        with self.db_session() as session:
+            record = session.query(Job).filter(Job.job_id == job_id).one()
+            if Status(record.status) not in ACTIVE + (Status.STOPPING,):
+                return
+            record.status = Status.STOPPING
+            session.commit()
+        self.monitor.untrack(job_id)
+        self._delete_objects(job_id)
+        with self.db_session() as session:
+            session.query(Job).filter(Job.job_id == job_id).update(
+                {"status": Status.STOPPED, "end_time": get_utc_timestamp(),
+                 "status_message": "stopped by the user"}, synchronize_session=False)
+            session.commit()
+
+    def delete_job(self, job_id: str):
+        """Removes every Kubernetes object of the job, its staging files and its record,
+        whatever state it is in."""
+        with self.db_session() as session:
+            record = session.query(Job).filter(Job.job_id == job_id).one()
+            model = DescribeJob.from_orm(record)
+        if model.status in ACTIVE + (Status.STOPPING,):
+            self.stop_job(job_id)
+        self.monitor.untrack(job_id)
+        self._delete_objects(job_id)
+        staging_paths = self.get_staging_paths(model)
+        if staging_paths:
+            shutil.rmtree(os.path.dirname(staging_paths["input"]), ignore_errors=True)
+        with self.db_session() as session:
+            session.query(Job).filter(Job.job_id == job_id).delete()
+            session.commit()
+
+    def _delete_objects(self, job_id: str) -> None:
+        """Job (foreground: its pods go first), collector pods and PVC, found by label."""
+        ns, selector = self.k8s.namespace, names.job_selector(job_id)
+        batch, core = self.clients.batch, self.clients.core
+        for delete in (lambda: batch.delete_collection_namespaced_job(
+                           ns, label_selector=selector, propagation_policy="Foreground", grace_period_seconds=0),
+                       lambda: core.delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0),
+                       lambda: core.delete_collection_namespaced_persistent_volume_claim(ns, label_selector=selector)):
+            try:
+                delete()
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+    # ---- recovery -----------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Takes up jobs the DB holds as in flight that no monitor follows: after a restart their
+        Jobs may still run, have finished, or be gone. Returns how many were taken up."""
+        with self.db_session() as session:
+            records = session.query(Job).filter(Job.status.in_(ACTIVE + (Status.STOPPING,))).all()
+            models = [DescribeJob.from_orm(r) for r in records]
+        taken = 0
+        for model in models:
+            if self.monitor.tracked(model.job_id):
+                continue
+            if model.status == Status.STOPPING:
+                self.stop_job(model.job_id)
+                continue
+            run = self._run_for(model, self.get_staging_paths(model))
+            run.recovered = True
+            self.monitor.track(run, submit=False)
+            taken += 1
+        return taken
+
+    def _recovery_loop(self) -> None:
+        while not self._recovery_stop.is_set():
+            try:
+                self.recover()
+            except Exception:  # noqa: BLE001 - try again next round
+                self.log.exception("recovery of in-flight jobs failed")
+            self._recovery_stop.wait(self.recovery_interval_seconds)
+
+    def shutdown(self) -> None:
+        self._recovery_stop.set()
+        self.monitor.stop()

@@ -1,0 +1,333 @@
+"""lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on recorded pod states,
+JobRun.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
+import json
+
+import pytest
+from jupyter_scheduler.models import DescribeJob
+from traitlets.config import Config
+
+from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
+from jupyter_scheduler_k8s.lifecycle import (
+    Collect, CollectFromVolume, Fail, JobRun, NotebookJob, StageIn,
+)
+
+from .data_pkg import helpers as h
+from .data_pkg.helpers import clean_env, serialize  # noqa: F401 (fixture)
+from .test_pkg_manifests import restricted_violations
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+JOB_ID = "5f0c9a52-1e4b-4d8e-9a57-2c1f0b7d3e11"
+STAGING = f"/srv/jupyter/.local/share/jupyter/scheduler_staging_area/{JOB_ID}"
+STAGING_PATHS = {
+    "input": f"{STAGING}/my notebook.ipynb",
+    "ipynb": f"{STAGING}/my notebook-2026-11-26-01-02-03-AM.ipynb",
+    "html": f"{STAGING}/my notebook-2026-11-26-01-02-03-AM.html",
+}
+
+
+class NoApi:
+    """Stands in for clients.Clients: the context name is known, any API use is a test failure."""
+
+    def __init__(self, context_name="kind-jsk8s"):
+        self.context_name = context_name
+
+    def _refuse(self):
+        raise AssertionError("this state must be decided without the Kubernetes API")
+
+    api_client = property(lambda self: self._refuse())
+    core = property(lambda self: self._refuse())
+    batch = property(lambda self: self._refuse())
+
+
+def model(**kwargs):
+    fields = dict(job_id=JOB_ID, name="My nightly report", runtime_environment_name="py311", url="/jobs/x",
+                  create_time=1764118923000, update_time=1764118923000, input_filename="my notebook.ipynb",
+                  output_formats=["ipynb", "html"])
+    fields.update(kwargs)
+    return DescribeJob(**fields)
+
+
+def make_run(cfg_traits=None, job=None, context="kind-jsk8s") -> JobRun:
+    cfg = K8sConfig(config=Config({"K8sConfig": cfg_traits or {}}))
+    return JobRun(job or NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), cfg, NoApi(context))
+
+
+# ---- NotebookJob.from_staging_paths -------------------------------------------------------------------
+
+def test_from_staging_paths_keeps_the_exact_output_names():
+    paths = {
+        "input": f"{STAGING}/Ünïcode report 名前.ipynb",
+        "ipynb": f"{STAGING}/Ünïcode report 名前-2026-11-26-01-02-03-PM.ipynb",
+        "html": f"{STAGING}/Ünïcode report 名前-2026-11-26-01-02-03-PM.html",
+        "pdf": f"{STAGING}/Ünïcode report 名前-2026-11-26-01-02-03-PM.pdf",
+    }
+    job = NotebookJob.from_staging_paths(JOB_ID, paths)
+    assert job.job_id == JOB_ID
+    assert job.staging_dir == STAGING
+    assert job.input_file == "Ünïcode report 名前.ipynb"
+    assert job.outputs == {
+        "ipynb": "Ünïcode report 名前-2026-11-26-01-02-03-PM.ipynb",
+        "html": "Ünïcode report 名前-2026-11-26-01-02-03-PM.html",
+        "pdf": "Ünïcode report 名前-2026-11-26-01-02-03-PM.pdf",
+    }
+    assert list(job.outputs) == ["ipynb", "html", "pdf"]
+    # No model: defaults.
+    assert (job.parameters, job.package_input_folder, job.job_name, job.compute_type, job.environment) == \
+        ({}, False, "", None, None)
+
+
+def test_from_staging_paths_reads_the_model():
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(
+        parameters={"a": "1", "city": "Zürich"}, package_input_folder=True, compute_type="gpu"))
+    assert job.outputs == {"ipynb": "my notebook-2026-11-26-01-02-03-AM.ipynb",
+                           "html": "my notebook-2026-11-26-01-02-03-AM.html"}
+    assert job.parameters == {"a": "1", "city": "Zürich"}
+    assert job.package_input_folder is True
+    assert job.job_name == "My nightly report"
+    assert job.compute_type == "gpu"
+    assert job.environment == "py311"
+
+
+def test_from_staging_paths_model_without_optional_fields():
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model())
+    assert (job.parameters, job.package_input_folder, job.compute_type) == ({}, False, None)
+
+
+def test_from_staging_paths_does_not_alias_the_models_parameters():
+    m = model(parameters={"a": "1"})
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, m)
+    job.parameters["b"] = "2"
+    assert m.parameters == {"a": "1"}
+
+
+# ---- JobRun.decide ----------------------------------------------------------------------------------
+
+def test_decide_running_not_staged_is_stage_in():
+    run = make_run()
+    assert run.decide(h.pod(h.running_status())) == StageIn("jsk8s-job-abcde")
+    assert run.pod_name == "jsk8s-job-abcde"
+
+
+def test_decide_running_staged_waits():
+    run = make_run()
+    run.staged = True
+    assert run.decide(h.pod(h.running_status())) is None
+
+
+def test_decide_ready_is_collect():
+    run = make_run()
+    run.staged = True
+    assert run.decide(h.pod(h.running_status(ready=True))) == Collect("jsk8s-job-abcde")
+    # Ready even though this JobRun never staged (a server that restarted): collect, don't stage again.
+    assert make_run().decide(h.pod(h.running_status(ready=True))) == Collect("jsk8s-job-abcde")
+
+
+@pytest.mark.parametrize("code,reason", [(0, "Completed"), (1, "Error")])
+def test_decide_terminated_0_or_1_collects_from_the_volume(code, reason):
+    assert isinstance(make_run().decide(h.pod(h.terminated_status(code, reason))), CollectFromVolume)
+
+
+def test_decide_deadline_with_exit_1_still_collects_partial_outputs():
+    # The executor traps SIGTERM, writes result.json and exits 1: the outputs are on the PVC.
+    status = h.terminated_status(1, "Error", pod_reason="DeadlineExceeded",
+                                 pod_message="Pod was active on the node longer than the specified deadline")
+    assert isinstance(make_run().decide(h.pod(status)), CollectFromVolume)
+
+
+def test_decide_deadline_killed_fails_with_the_timeout():
+    status = h.terminated_status(137, "Error", pod_reason="DeadlineExceeded",
+                                 pod_message="Pod was active on the node longer than the specified deadline")
+    assert make_run({"timeout_seconds": 3600}).decide(h.pod(status)) == Fail("timed out after 3600 s")
+
+
+def test_decide_oom_killed_fails():
+    run = make_run({"memory_limit": "2Gi"})
+    step = run.decide(h.pod(h.terminated_status(137, "OOMKilled"), memory_limit="2Gi"))
+    assert isinstance(step, Fail)
+    assert step.message == "OOMKilled: the notebook exceeded its memory limit of 2Gi"
+
+
+def test_decide_bad_spec_exit_2_fails_with_the_log():
+    status = h.terminated_status(2, "Error", message="jsk8s-executor run: bad spec: 'input' is missing")
+    step = make_run().decide(h.pod(status))
+    assert step == Fail("the executor exited with code 2 (Error): jsk8s-executor run: bad spec: 'input' is missing")
+
+
+def test_decide_failed_pod_without_container_status():
+    step = make_run().decide(h.pod({"phase": "Failed", "reason": "NodeLost", "message": "node went away"}))
+    assert isinstance(step, Fail)
+    assert "NodeLost" in step.message
+
+
+@pytest.mark.parametrize("reason,message", [
+    ("ImagePullBackOff", 'Back-off pulling image "registry.example.org/nope:1"'),
+    ("ErrImageNeverPull", 'Container image "registry.example.org/nope:1" is not present with pull policy of Never'),
+])
+def test_decide_image_pull_problem_fails_naming_the_image(reason, message):
+    image = "registry.example.org/nope:1"
+    step = make_run().decide(h.pod(h.waiting_status(reason, message, image=image), image=image))
+    assert isinstance(step, Fail)
+    assert step.message.startswith(f"{reason}: image '{image}'")
+
+
+def test_decide_container_creating_waits():
+    assert make_run().decide(h.pod(h.waiting_status("ContainerCreating", ""))) is None
+
+
+def test_decide_unschedulable_young_waits():
+    # Created "now": well inside the default scheduling timeout (300 s).
+    from datetime import datetime, timezone
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert make_run().decide(h.pod(h.unschedulable_status(), created=now)) is None
+
+
+def test_decide_unschedulable_old_fails_with_the_schedulers_reason():
+    run = make_run({"scheduling_timeout_seconds": 0})
+    step = run.decide(h.pod(h.unschedulable_status()))  # created 2025-06-01T01:02:03Z
+    assert step == Fail(f"Unschedulable: {h.UNSCHEDULABLE_MESSAGE}")
+
+
+def test_decide_no_pod_yet_waits():
+    # Just submitted, no pod seen: wait (the API is only asked after the scheduling timeout).
+    assert make_run().decide(None) is None
+
+
+# ---- JobRun.build_objects ---------------------------------------------------------------------------
+
+CFG = {
+    "namespace": "jupyter-jobs",
+    "image": "registry.example.org/jsk8s-executor:0.1.0",
+    "username": "alice@example.com",
+    "storage_size": "5Gi",
+    "storage_class": "fast-ssd",
+    "cpu_request": "250m",
+    "memory_limit": "1Gi",
+    "extra_labels": {"team": "data"},
+    "extra_annotations": {"cost-center": "42"},
+    "job_ttl_seconds": 120,
+    "collect_hold_seconds": 900,
+    "node_selector": {"pool": "notebooks"},
+    "profiles": {
+        "small": {"cpu_limit": "1", "memory_limit": "2Gi"},
+        "gpu": {"cpu_request": "4", "memory_request": "16Gi", "memory_limit": "16Gi", "gpu": 1,
+                "node_selector": {"accelerator": "nvidia"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "timeout_seconds": 7200},
+    },
+    "environments": [{"name": "py311", "image": "registry.example.org/jsk8s-py311:1"},
+                     {"name": "r", "image": "registry.example.org/jsk8s-r:1"}],
+}
+
+
+def test_build_objects_uses_the_profile_and_the_environment():
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="gpu", parameters={"a": "1"}))
+    pvc, k8s_job = make_run(CFG, job).build_objects()
+    pvc, k8s_job = serialize(pvc), serialize(k8s_job)
+    name = "jsk8s-" + JOB_ID
+    labels = {
+        "team": "data",
+        "app.kubernetes.io/managed-by": "jupyter-scheduler-k8s",
+        "app.kubernetes.io/component": "notebook-job",
+        "scheduler.jupyter.org/job-id": JOB_ID,
+        "hub.jupyter.org/username": pvc["metadata"]["labels"]["hub.jupyter.org/username"],
+        "scheduler.jupyter.org/job-name": pvc["metadata"]["labels"]["scheduler.jupyter.org/job-name"],
+    }
+    annotations = {"cost-center": "42", "hub.jupyter.org/username": "alice@example.com",
+                   "scheduler.jupyter.org/job-name": "My nightly report"}
+    assert labels["hub.jupyter.org/username"].startswith("alice-example.com-")
+    assert pvc == {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "jupyter-jobs", "labels": labels, "annotations": annotations},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-ssd",
+                 "resources": {"requests": {"storage": "5Gi"}}},
+    }
+    assert k8s_job["metadata"] == {"name": name, "namespace": "jupyter-jobs", "labels": labels,
+                                   "annotations": annotations}
+    assert k8s_job["spec"]["ttlSecondsAfterFinished"] == 120
+    assert k8s_job["spec"]["activeDeadlineSeconds"] == 7260
+    pod_spec = k8s_job["spec"]["template"]["spec"]
+    assert pod_spec["activeDeadlineSeconds"] == 7200
+    assert pod_spec["nodeSelector"] == {"pool": "notebooks", "accelerator": "nvidia"}
+    assert pod_spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod_spec["volumes"] == [{"name": "job", "persistentVolumeClaim": {"claimName": name}}]
+    container = pod_spec["containers"][0]
+    assert container["image"] == "registry.example.org/jsk8s-py311:1"
+    assert container["imagePullPolicy"] == "Never"  # kind context, no configured policy
+    assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"},
+                                      "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}
+    spec = json.loads(container["env"][0]["value"])
+    assert container["env"][0]["name"] == "JSK8S_SPEC"
+    assert spec == {
+        "input": "my notebook.ipynb",
+        "outputs": {"ipynb": "my notebook-2026-11-26-01-02-03-AM.ipynb",
+                    "html": "my notebook-2026-11-26-01-02-03-AM.html"},
+        "parameters": {"a": "1"},
+        "kernel_name": None,
+        "cell_timeout": None,
+        "collect_hold_seconds": 900,
+    }
+
+
+def test_build_objects_default_profile_and_image():
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS)  # no model: no compute type, no environment
+    _, k8s_job = make_run(CFG, job, context="in-cluster").build_objects()
+    k8s_job = serialize(k8s_job)
+    pod_spec = k8s_job["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["image"] == "registry.example.org/jsk8s-executor:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    # "small" is the first profile; unset keys come from the traits.
+    assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert "activeDeadlineSeconds" not in pod_spec and "activeDeadlineSeconds" not in k8s_job["spec"]
+    assert pod_spec["nodeSelector"] == {"pool": "notebooks"}
+    assert "tolerations" not in pod_spec
+    assert "scheduler.jupyter.org/job-name" not in k8s_job["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("compute_type", [None, "small", "gpu"])
+def test_build_objects_pod_passes_pod_security_restricted(compute_type):
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type=compute_type))
+    _, k8s_job = make_run(CFG, job).build_objects()
+    pod_spec = serialize(k8s_job)["spec"]["template"]["spec"]
+    assert restricted_violations(pod_spec) == []
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+def test_build_objects_configured_pull_policy_wins():
+    _, k8s_job = make_run(dict(CFG, image_pull_policy="Always")).build_objects()
+    assert serialize(k8s_job)["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+
+
+def test_build_objects_is_repeatable():
+    run = make_run(CFG, NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="gpu")))
+    first = [serialize(o) for o in run.build_objects()]
+    assert [serialize(o) for o in run.build_objects()] == first
+
+
+def test_unknown_compute_type_fails_at_construction():
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="huge"))
+    with pytest.raises(UnknownProfileError, match="small, gpu"):
+        make_run(CFG, job)
+
+
+# ---- JobRun.run_log_name ----------------------------------------------------------------------------
+
+def test_run_log_name_is_beside_the_outputs():
+    assert make_run().run_log_name() == "my notebook-2026-11-26-01-02-03-AM.log"
+
+
+def test_run_log_name_unicode_and_dots():
+    paths = {"input": f"{STAGING}/rapport v1.2 été.ipynb", "html": f"{STAGING}/rapport v1.2 été-2026-11-26-01-02-03-PM.html"}
+    run = make_run(job=NotebookJob.from_staging_paths(JOB_ID, paths))
+    assert run.run_log_name() == "rapport v1.2 été-2026-11-26-01-02-03-PM.log"
+
+
+def test_run_log_name_without_outputs_uses_the_input():
+    run = make_run(job=NotebookJob.from_staging_paths(JOB_ID, {"input": f"{STAGING}/my notebook.ipynb"}))
+    assert run.run_log_name() == "my notebook.log"
+
+
+def test_run_log_name_is_not_an_output_or_the_input():
+    run = make_run()
+    assert run.run_log_name() not in list(run.job.outputs.values()) + [run.job.input_file]
