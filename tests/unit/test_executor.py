@@ -292,6 +292,14 @@ def test_stage_in_refuses_writing_through_existing_symlink(job, monkeypatch, tmp
     assert not (tmp_path / "outside" / "evil").exists()
 
 
+def test_stage_in_twice_keeps_the_first_inputs(job, monkeypatch, capsys):
+    """A restarted server may stage again; a running notebook's inputs must not change."""
+    assert _stage_in(monkeypatch, _tar(_file("./nb.ipynb", b"first"))) == 0
+    assert _stage_in(monkeypatch, _tar(_file("./nb.ipynb", b"second"))) == 0
+    assert (job / "work" / "nb.ipynb").read_bytes() == b"first"
+    assert "already staged" in capsys.readouterr().err
+
+
 def test_stage_in_rejects_garbage(job, monkeypatch, capsys):
     assert _stage_in(monkeypatch, b"not a tar stream" * 100) == 1
     assert "cannot extract" in capsys.readouterr().err

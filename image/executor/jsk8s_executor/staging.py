@@ -30,6 +30,13 @@ def _inside(root: str, path: str) -> bool:
 
 def stage_in(job: JobDir, stream=None) -> None:
     stream = stream or sys.stdin.buffer
+    if job.staged.exists():
+        # A server that restarted cannot know whether it staged already. Once `run` may have
+        # started, the inputs must not change under it: read and drop the stream instead.
+        while stream.read(1 << 20):
+            pass
+        print("inputs were already staged; kept them", file=sys.stderr)
+        return
     job.work.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(job.work)
     try:
