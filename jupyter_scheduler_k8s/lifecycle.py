@@ -325,7 +325,12 @@ class JobRun:
                 outcome = Outcome("failed", step.message)
             else:
                 if isinstance(step, Collect):
-                    result, written = self.collect(step.pod)
+                    try:
+                        result, written = self.collect(step.pod)
+                    except transfer.TransferError as e:
+                        # The pod ended under us (deadline, eviction): the PVC still has it all.
+                        log.warning("job %s: collecting from the pod failed (%s); reading its volume", self.name, e)
+                        result, written = self.collect_from_volume()
                     outcome = self.outcome(result, written, pod_name=step.pod)
                 else:
                     result, written = self.collect_from_volume()
@@ -412,7 +417,7 @@ class JobRun:
             return Outcome("completed", "", outputs, side_effects)
         pod = ended_pod or (self._terminated_pod(pod_name) if pod_name else None)
         # Kubernetes' reason (deadline, eviction) says more than the executor, which only saw SIGTERM.
-        message = (reasons.terminated_problem(pod, self.timeout_seconds) if ended_pod is not None else None) \
+        message = reasons.terminated_problem(pod, self.timeout_seconds) \
             or reasons.result_problem(result, pod) or "the notebook failed"
         return Outcome("failed", message, outputs, side_effects)
 

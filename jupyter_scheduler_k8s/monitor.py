@@ -6,8 +6,8 @@ jobs cost one watch connection and a handful of threads, not fifty processes, an
 event loop never waits on Kubernetes.
 """
 import logging
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict
 
 from . import names
@@ -22,7 +22,7 @@ class JobMonitor:
                  on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
         self._core_factory, self.namespace, self.selector = core_factory, namespace, selector
         self.on_outcome, self.tick = on_outcome, tick
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jsk8s-job")
+        self.pool = _Workers(workers)
         self.runs: Dict[str, JobRun] = {}
         self.pods: Dict[str, object] = {}
         self.busy = set()
@@ -57,7 +57,6 @@ class JobMonitor:
 
     def stop(self) -> None:
         self._stop.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- the watch ----------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -145,6 +144,23 @@ class JobMonitor:
                     self._evaluate(job_id)  # the pod may have moved on while we worked
 
         self.pool.submit(work)
+
+
+class _Workers:
+    """A fixed set of daemon threads. (ThreadPoolExecutor's threads are joined at interpreter
+    exit, so one transfer stuck on a dead connection would hold the server's shutdown.)"""
+
+    def __init__(self, count: int):
+        self.tasks = queue.SimpleQueue()
+        for i in range(count):
+            threading.Thread(target=self._serve, name=f"jsk8s-job-{i}", daemon=True).start()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self.tasks.put(task)
+
+    def _serve(self):
+        while True:
+            self.tasks.get()()
 
 
 def names_job_id(pod) -> str:

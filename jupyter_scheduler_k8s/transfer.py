@@ -113,7 +113,10 @@ def receive_outputs(core, namespace: str, pod: str, container: str, command: Lis
     ws = _open_exec(core, namespace, pod, container, command)
     try:
         ws.close_channel(0)
-        result = extract_outputs(_StdoutReader(ws, timeout), dest, size_limit)
+        try:
+            result = extract_outputs(_StdoutReader(ws, timeout), dest, size_limit)
+        except tarfile.TarError as e:
+            raise TransferError(f"stage-out from pod {pod} sent no valid tar stream ({e})") from None
         _finish(ws, f"stage-out from pod {pod}", timeout)
         return result
     finally:

@@ -41,9 +41,13 @@ def pod_events(core, namespace: str, selector: str, tick: float = TICK_SECONDS,
                 if event["type"] == "ERROR":  # 410 Gone arrives as an event: our version is too old
                     version = None
                     break
-                version = event["object"].metadata.resource_version
+                obj = event["object"]
+                if isinstance(obj, dict):  # bookmarks and unknown kinds come undecoded
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    continue
+                version = obj.metadata.resource_version
                 if event["type"] != "BOOKMARK":
-                    yield event["type"], event["object"]
+                    yield event["type"], obj
             backoff = 0.5
             yield TICK, None
         except ApiException as e:

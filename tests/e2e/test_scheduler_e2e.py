@@ -102,7 +102,7 @@ GPU_PROFILES = {"cpu": {"cpu_request": "100m"}, "one-gpu": {"gpu": 1}, "two-gpus
 
 
 def test_gpu_profile_runs_and_overcommit_fails_unschedulable(make_scheduler, core, batch, namespace):
-    h = make_scheduler(profiles=GPU_PROFILES, scheduling_timeout_seconds=10)
+    h = make_scheduler(profiles=GPU_PROFILES, scheduling_timeout_seconds=20)
     write_notebook(str(h.root / "gpu.ipynb"), "print('gpu ok')")
     ok = h.wait(h.submit("gpu.ipynb", compute_type="one-gpu"))
     assert ok.status == Status.COMPLETED, ok.status_message
