@@ -9,6 +9,7 @@ import tarfile
 import time
 from typing import Iterable, List
 
+from kubernetes import client
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL
 
@@ -22,7 +23,11 @@ class TransferError(Exception):
 
 
 def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
-    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=command,
+    # stream() swaps the ApiClient's call_api for a websocket one while it runs: on a shared client,
+    # another thread's plain request (the pod watch) would go out as a websocket handshake. Each
+    # exec therefore gets its own ApiClient on the same configuration.
+    own = client.CoreV1Api(client.ApiClient(core.api_client.configuration))
+    ws = stream(own.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=command,
                 stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False, binary=True)
     if ws.subprotocol != V5_CHANNEL_PROTOCOL:
         ws.close()

@@ -1,0 +1,139 @@
+"""bench/concurrency: N notebook jobs (each sleeps S seconds) in flight at once on the local cluster.
+
+Reports the peak total RSS of the server process and all its children for
+  ours:  K8sScheduler, every job followed by one watch and a small thread pool;
+  stock: jupyter-scheduler's Scheduler spawning one process per job (K8sExecutionManager in each),
+and the Kubernetes API requests per job on the happy path, counted in the client (every request the
+backend sends, exec streams included; watch events are not requests and are not counted)."""
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
+
+TERMINAL = {"COMPLETED", "FAILED", "STOPPED"}
+LABEL_JOB_ID = "scheduler.jupyter.org/job-id"
+
+
+def tree_rss_mb() -> float:
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2 ** 20
+
+
+def run_phase(name, harness, jobs, core, namespace):
+    ids = [harness.submit("sleep.ipynb", name=f"{name}-{i}") for i in range(jobs)]
+    peak, all_running_at, start = 0.0, None, time.monotonic()
+    while True:
+        peak = max(peak, tree_rss_mb())
+        described = [harness.scheduler.get_job(i, job_files=False) for i in ids]
+        # New jobs read STOPPED until the spawned executor starts (jupyter-scheduler #451).
+        statuses = [j.status.value if (j.status.value != "STOPPED" or j.start_time) else "STARTING" for j in described]
+        mine = set(ids)
+        running = sum(p.status.phase == "Running" and (p.metadata.labels or {}).get(LABEL_JOB_ID) in mine
+                      for p in core.list_namespaced_pod(namespace).items)
+        if all_running_at is None and running >= jobs:
+            all_running_at = round(time.monotonic() - start)
+        if all(s in TERMINAL for s in statuses) and (len(statuses) == jobs):
+            break
+        time.sleep(1)
+    done = collections.Counter(statuses)
+    return peak, all_running_at, time.monotonic() - start, done
+
+
+def count_requests(counter):
+    """Counts every request any ApiClient in this process serializes (exec streams use their own)."""
+    from kubernetes.client import ApiClient
+    original = ApiClient.param_serialize
+
+    def counted(self, method, resource_path, *args, **kwargs):
+        counter[(method, resource_path)] += 1
+        return original(self, method, resource_path, *args, **kwargs)
+    ApiClient.param_serialize = counted
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--sleep", type=int, default=60)
+    parser.add_argument("--namespace", default="jsk8s-bench")
+    parser.add_argument("--skip-stock", action="store_true")
+    args = parser.parse_args()
+
+    from jupyter_scheduler.scheduler import Scheduler
+    from kubernetes import client, config
+    from traitlets.config import Config
+
+    from jupyter_scheduler_k8s import __version__
+    from jupyter_scheduler_k8s.executors import K8sExecutionManager
+    from jupyter_scheduler_k8s.scheduler import K8sScheduler
+
+    kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
+    image = os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
+    os.environ["K8S_NAMESPACE"] = args.namespace
+    config.load_kube_config(kubeconfig)
+    core = client.CoreV1Api()
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=args.namespace)))
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+    c = Config()
+    c.K8sConfig.namespace, c.K8sConfig.image = args.namespace, image
+    c.K8sConfig.cpu_request, c.K8sConfig.memory_request = "10m", "64Mi"
+    os.environ["K8S_EXECUTOR_CPU_REQUEST"], os.environ["K8S_EXECUTOR_MEMORY_REQUEST"] = "10m", "64Mi"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours = SchedulerHarness(tmp, "ours", None, scheduler_class=K8sScheduler, config=c)
+        write_notebook(str(ours.root / "sleep.ipynb"), f"import time; time.sleep({args.sleep})")
+        write_notebook(str(ours.root / "one.ipynb"), "1 + 1")
+        requests = collections.Counter()
+        count_requests(requests)
+
+        # API requests of one job on the happy path, with the shared watch already running.
+        ours.wait(ours.submit("one.ipynb", name="warm-up"))
+        time.sleep(1)
+        requests.clear()
+        job = ours.wait(ours.submit("one.ipynb", name="count"))
+        assert job.status.value == "COMPLETED", job.status_message
+        time.sleep(1)
+        watch_calls = sum(n for (m, p), n in requests.items() if m == "GET" and p.endswith("/pods") )
+        print(f"API requests for one job (happy path): {sum(requests.values())} "
+              f"(of which {watch_calls} list/watch calls of the shared pod watch)")
+        for (method, path), n in sorted(requests.items()):
+            print(f"    {n:3d}  {method:6s} {path}")
+
+        base = tree_rss_mb()
+        requests.clear()
+        peak, running_at, total, done = run_phase("ours", ours, args.jobs, core, args.namespace)
+        per_job = (sum(requests.values()) - sum(n for (m, p), n in requests.items() if m == "GET" and p.endswith("/pods"))) / args.jobs
+        print(f"ours : {args.jobs} jobs, all running after {running_at}s, all done after {total:.0f}s: {dict(done)}; "
+              f"peak RSS server+children {peak:.0f} MB (idle server {base:.0f} MB); "
+              f"{per_job:.1f} API requests per job besides the shared watch")
+        ours.scheduler.shutdown()
+
+        if not args.skip_stock:
+            stock = SchedulerHarness(tmp, "stock", K8sExecutionManager, scheduler_class=Scheduler)
+            write_notebook(str(stock.root / "sleep.ipynb"), f"import time; time.sleep({args.sleep})")
+            peak, running_at, total, done = run_phase("stock", stock, args.jobs, core, args.namespace)
+            print(f"stock: {args.jobs} jobs, all running after {running_at}s, all done after {total:.0f}s: {dict(done)}; "
+                  f"peak RSS server+children {peak:.0f} MB")
+    core.delete_namespace(args.namespace)
+
+
+if __name__ == "__main__":
+    main()
