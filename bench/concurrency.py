@@ -54,6 +54,23 @@ def run_phase(name, harness, jobs, core, namespace):
     return peak, all_running_at, time.monotonic() - start, done
 
 
+def delete_namespace(core, name):
+    from kubernetes import client
+    try:
+        core.delete_namespace(name)
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+    while any(ns.metadata.name == name for ns in core.list_namespace().items):
+        time.sleep(1)
+
+
+def fresh_namespace(core, name):
+    from kubernetes import client
+    delete_namespace(core, name)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+
 def count_requests(counter):
     """Counts every request any ApiClient in this process serializes (exec streams use their own)."""
     from kubernetes.client import ApiClient
@@ -86,11 +103,7 @@ def main():
     os.environ["K8S_NAMESPACE"] = args.namespace
     config.load_kube_config(kubeconfig)
     core = client.CoreV1Api()
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=args.namespace)))
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
+    fresh_namespace(core, args.namespace)
     c = Config()
     c.K8sConfig.namespace, c.K8sConfig.image = args.namespace, image
     c.K8sConfig.cpu_request, c.K8sConfig.memory_request = "10m", "64Mi"
@@ -132,7 +145,7 @@ def main():
             peak, running_at, total, done = run_phase("stock", stock, args.jobs, core, args.namespace)
             print(f"stock: {args.jobs} jobs, all running after {running_at}s, all done after {total:.0f}s: {dict(done)}; "
                   f"peak RSS server+children {peak:.0f} MB")
-    core.delete_namespace(args.namespace)
+    delete_namespace(core, args.namespace)
 
 
 if __name__ == "__main__":

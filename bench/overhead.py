@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.concurrency import delete_namespace, fresh_namespace  # noqa: E402
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
 
 
@@ -44,11 +45,7 @@ def main():
     kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
     config.load_kube_config(kubeconfig)
     core = client.CoreV1Api()
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=args.namespace)))
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
+    fresh_namespace(core, args.namespace)
     os.environ["K8S_NAMESPACE"] = args.namespace
     os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
 
@@ -78,7 +75,7 @@ def main():
         print(f"ratio k8s/local: {medians['k8s'] / medians['local']:.2f}  (goal <= 1.25)")
         print(f"ratio k8s-spawn/local: {medians['k8s-spawn'] / medians['local']:.2f}")
         harnesses["k8s"].scheduler.shutdown()
-    core.delete_namespace(args.namespace)
+    delete_namespace(core, args.namespace)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from jupyter_scheduler.utils import copy_directory, create_output_filename
 from traitlets.config import Config
 
 from .clients import Clients
-from .config import K8sConfig
+from .config import K8sConfig, jupyter_config_files
 from .lifecycle import JobFailed, JobRun, NotebookJob
 
 
@@ -28,7 +28,8 @@ def _parameter(text: str):
 
 
 def _config_from_args(args) -> K8sConfig:
-    c = Config()
+    """Jupyter config files (as the server would read them), then command-line overrides."""
+    c = jupyter_config_files()
     for trait in ("namespace", "image", "image_pull_policy", "kubeconfig", "context"):
         value = getattr(args, trait, None)
         if value:

@@ -178,6 +178,22 @@ class K8sConfig(LoggingConfigurable):
         `description`. Default: one environment named after the image.""")
 
 
+def jupyter_config_files() -> Config:
+    """What a Jupyter server started here would load from `jupyter_server_config.json` files on
+    the Jupyter config path (JUPYTER_CONFIG_PATH first): the chart's ConfigMap lands there. Lets
+    the command line tools resolve the same settings as the server."""
+    from jupyter_core.paths import jupyter_config_path
+    from traitlets.config.loader import JSONFileConfigLoader
+
+    merged = Config()
+    # Later directories are less specific: load them first so earlier ones win.
+    for directory in reversed(jupyter_config_path()):
+        path = os.path.join(directory, "jupyter_server_config.json")
+        if os.path.isfile(path):
+            merged.merge(JSONFileConfigLoader("jupyter_server_config.json", directory).load_config())
+    return merged
+
+
 def server_config() -> Config:
     """The traitlets config of the running Jupyter server, or an empty one outside a server.
 

@@ -11,6 +11,7 @@ import threading
 from typing import Callable, Dict
 
 from . import names
+from .reasons import describe_error
 from .lifecycle import Collect, CollectFromVolume, Fail, JobRun, Locate, Outcome, StageIn
 from .watch import LIST, TICK, pod_events
 
@@ -118,7 +119,7 @@ class JobMonitor:
             outcome = run.finish(step)
         except Exception as e:  # noqa: BLE001 - the job must still end, with a reason
             log.exception("job %s: finishing failed", run.job.job_id)
-            outcome = Outcome("failed", f"the backend could not finish the job: {e}")
+            outcome = Outcome("failed", f"the backend could not finish the job: {describe_error(e)}")
         if self.untrack(run.job.job_id) is not None:
             self.on_outcome(run, outcome)
 
@@ -136,7 +137,7 @@ class JobMonitor:
                 log.exception("job %s: step failed", job_id)
                 if self.untrack(job_id) is not None:
                     run._delete_quietly()
-                    self.on_outcome(run, Outcome("failed", f"the backend failed: {e}"))
+                    self.on_outcome(run, Outcome("failed", f"the backend failed: {describe_error(e)}"))
             finally:
                 with self.lock:
                     self.busy.discard(job_id)

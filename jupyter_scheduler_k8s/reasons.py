@@ -2,7 +2,10 @@
 
 Pure functions over V1Pod / V1Job objects, so recorded states can be unit-tested.
 """
+import json
 from typing import Optional
+
+from kubernetes.client.rest import ApiException
 
 MAX_MESSAGE = 1024
 FATAL_WAITING = {"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
@@ -91,3 +94,14 @@ def result_problem(result: Optional[dict], pod=None) -> Optional[str]:
         limit = memory_limit(pod)
         return f"OOMKilled: the notebook exceeded its memory limit{' of ' + limit if limit else ''}"
     return short(message)
+
+
+def describe_error(e: Exception) -> str:
+    """One line for an unexpected error: the API server's own message rather than headers and body."""
+    if isinstance(e, ApiException):
+        try:
+            detail = json.loads(e.body)["message"]
+        except (TypeError, ValueError, KeyError):
+            detail = e.reason
+        return short(f"Kubernetes API error {e.status}: {detail}")
+    return short(f"{type(e).__name__}: {e}")

@@ -18,7 +18,7 @@ from jupyter_scheduler.utils import get_utc_timestamp
 from kubernetes.client.rest import ApiException
 from traitlets import Int, default
 
-from . import names
+from . import names, reasons
 from .clients import Clients
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
@@ -115,7 +115,7 @@ class K8sScheduler(Scheduler):
         manager.record_files(outcome)
         values = {"end_time": get_utc_timestamp(),
                   "status": Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
-                  "status_message": outcome.message or None}
+                  "status_message": reasons.short(outcome.message) if outcome.message else None}
         with self.db_session() as session:
             # Only a job still in flight takes an outcome: a stop that raced us wins.
             session.query(Job).filter(Job.job_id == run.job.job_id, Job.status.in_(ACTIVE)).update(

@@ -189,7 +189,7 @@ def test_server_config_defaults():
     k8s = config["K8sConfig"]
     assert set(k8s) == REQUIRED_K8S_KEYS, "unset optional values must be left out, not null"
     assert k8s == {
-        "namespace": JOBS_NS, "image": "jupyter-scheduler-k8s-executor:0.1.0",
+        "namespace": JOBS_NS, "image": "localhost/jupyter-scheduler-k8s-executor:0.1.0",
         "image_pull_policy": "IfNotPresent", "storage_size": "1Gi", "extra_labels": {},
         "job_ttl_seconds": 300, "timeout_seconds": 0, "scheduling_timeout_seconds": 300,
         "collect_hold_seconds": 600, "output_size_limit": 1073741824, "node_selector": {},

@@ -1,0 +1,206 @@
+"""Issue 4 end to end: the Helm chart installed on the local cluster, used the way a JupyterHub
+user server uses it (the chart's ServiceAccount, in-cluster config, the chart's ConfigMap)."""
+import json
+import os
+import subprocess
+import sys
+import sys as _sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+
+ROOT = Path(__file__).resolve().parents[2]
+_sys.path.insert(0, str(ROOT / "tests" / "chart"))
+import helmrender  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+RELEASE, NS = "jsk8s", "jhub-e2e"
+JOBS_NS = f"{NS}-jobs"
+FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
+SERVER_POD = "fake-user-server"
+CONFIG_DIR = "/usr/local/etc/jupyter-scheduler-k8s"
+
+
+def helm(*args, kubeconfig):
+    helm_bin = helmrender.helm_path()
+    assert helm_bin, "helm not built (ci/cluster/build tools)"
+    return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
+
+
+def python_home():
+    """The host's interpreter and venv, mounted into the stand-in server pod: the executor image
+    has no jupyter-scheduler, and no registry could supply a JupyterLab image here."""
+    venv = Path(sys.prefix)
+    base = Path(os.path.realpath(sys.executable)).parents[1]
+    return venv, base
+
+
+def server_pod(image):
+    venv, base = python_home()
+    mounts, volumes = [], []
+    for i, path in enumerate(dict.fromkeys([str(ROOT), str(venv), str(base)])):
+        volumes.append(client.V1Volume(name=f"host{i}", host_path=client.V1HostPathVolumeSource(path=path)))
+        mounts.append(client.V1VolumeMount(name=f"host{i}", mount_path=path, read_only=True))
+    volumes.append(client.V1Volume(name="config", config_map=client.V1ConfigMapVolumeSource(name=f"{FULLNAME}-config")))
+    mounts.append(client.V1VolumeMount(name="config", mount_path=CONFIG_DIR, read_only=True))
+    env = [client.V1EnvVar(name="JUPYTER_CONFIG_PATH", value=CONFIG_DIR),
+           client.V1EnvVar(name="HOME", value="/tmp"),
+           client.V1EnvVar(name="JSK8S_USERNAME", value_from=client.V1EnvVarSource(
+               field_ref=client.V1ObjectFieldSelector(field_path="metadata.labels['hub.jupyter.org/username']")))]
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=SERVER_POD, labels={"hub.jupyter.org/username": "e2e-user"}),
+        spec=client.V1PodSpec(
+            service_account_name=FULLNAME, restart_policy="Never",
+            containers=[client.V1Container(
+                name="server", image=image, image_pull_policy="Never", command=["sleep", "3600"],
+                env=env, volume_mounts=mounts,
+                security_context=client.V1SecurityContext(run_as_user=0, run_as_non_root=False))],
+            volumes=volumes))
+
+
+def exec_in(core, command, timeout=300):
+    ws = stream(core.connect_get_namespaced_pod_exec, SERVER_POD, NS, command=command, stdin=False,
+                stdout=True, stderr=True, tty=False, _preload_content=False)
+    ws.run_forever(timeout=timeout)
+    out = ws.read_channel(1) + ws.read_channel(2)
+    return ws.returncode, out
+
+
+@pytest.fixture(scope="module")
+def chart(kubeconfig, executor_image, core):
+    name, tag = executor_image.rsplit(":", 1)
+    result = helm("install", RELEASE, str(helmrender.CHART), "-n", NS, "--create-namespace", "--wait",
+                  "--set", f"executor.image.name={name}", "--set", f"executor.image.tag={tag}",
+                  "--set", "executor.image.pullPolicy=Never", kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    yield result.stdout
+    helm("uninstall", RELEASE, "-n", NS, "--wait", kubeconfig=kubeconfig)
+    try:
+        core.delete_namespace(NS)
+    except ApiException:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(chart, core, executor_image):
+    for _ in range(50):  # the ServiceAccount and the admission controller's cache settle
+        try:
+            core.create_namespaced_pod(NS, server_pod(executor_image))
+            break
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            time.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while core.read_namespaced_pod(SERVER_POD, NS).status.phase != "Running":
+        assert time.monotonic() < deadline, "stand-in server pod did not start"
+        time.sleep(0.5)
+    return SERVER_POD
+
+
+def sa_api(core, api_client):
+    token = core.create_namespaced_service_account_token(FULLNAME, NS, client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
+    cfg = client.Configuration()
+    cfg.host, cfg.ssl_ca_cert = api_client.configuration.host, api_client.configuration.ssl_ca_cert
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(cfg)
+
+
+def test_install_prints_the_singleuser_values(chart):
+    assert "singleuser:" in chart and f"serviceAccountName: {FULLNAME}" in chart
+
+
+def test_notebook_runs_from_a_server_pod_with_the_charts_service_account(server, core, batch):
+    venv, _ = python_home()
+    code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "run", f"{ROOT}/examples/demo/demo.ipynb",
+                               "--input-folder", "-p", "scale=3", "-f", "html", "-o", "/tmp/out"])
+    assert code == 0, out
+    assert "report/summary.csv" in out and "done" in out
+    code, out = exec_in(core, ["cat", "/tmp/out/report/summary.csv"])
+    assert out.strip().splitlines()[-1] == "demo,21.0"
+    assert core.list_namespaced_pod(JOBS_NS).items == [] or all(
+        p.metadata.deletion_timestamp for p in core.list_namespaced_pod(JOBS_NS).items)
+
+
+def test_doctor_passes_then_fails_without_the_rolebinding(server, core, api_client):
+    venv, _ = python_home()
+    code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "doctor"])
+    assert code == 0, out
+    assert f"namespace={JOBS_NS}" in out and "API server" in out
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    binding = rbac.read_namespaced_role_binding(FULLNAME, JOBS_NS)
+    rbac.delete_namespaced_role_binding(FULLNAME, JOBS_NS)
+    try:
+        time.sleep(1)
+        code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "doctor"])
+        assert code != 0
+        assert "missing permissions" in out and "create persistentvolumeclaims" in out
+    finally:
+        binding.metadata = client.V1ObjectMeta(name=FULLNAME, labels=binding.metadata.labels,
+                                               annotations=binding.metadata.annotations)
+        rbac.create_namespaced_role_binding(JOBS_NS, binding)
+
+
+def _job(mutate):
+    from jupyter_scheduler_k8s import manifests, names
+    name = "jsk8s-admission-probe"
+    job = manifests.make_job(name, JOBS_NS, names.labels("probe", names.COMPONENT_JOB), {},
+                             image="localhost/x:1", pull_policy="Never", spec={"input": "a.ipynb"},
+                             container_resources=manifests.resources())
+    mutate(job.spec.template.spec)
+    return job
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda s: s.volumes.append(client.V1Volume(name="h", host_path=client.V1HostPathVolumeSource(path="/etc"))), "hostPath"),
+    (lambda s: s.volumes.append(client.V1Volume(name="s", secret=client.V1SecretVolumeSource(secret_name="hub"))), "ecret"),
+    (lambda s: setattr(s, "service_account_name", "hub"), "ServiceAccount"),
+], ids=["hostPath", "secret", "other-serviceaccount"])
+def test_admission_policy_rejects_dangerous_jobs(chart, core, api_client, mutate, expected):
+    batch_as_sa = client.BatchV1Api(sa_api(core, api_client))
+    with pytest.raises(ApiException) as e:
+        batch_as_sa.create_namespaced_job(JOBS_NS, _job(mutate), dry_run="All")
+    assert e.value.status in (403, 422)
+    assert expected in json.loads(e.value.body)["message"]
+
+
+def test_service_account_cannot_read_secrets_or_create_pods_in_the_hub_namespace(chart, core, api_client):
+    core_as_sa = client.CoreV1Api(sa_api(core, api_client))
+    for forbidden in (lambda: core_as_sa.list_namespaced_secret(JOBS_NS),
+                      lambda: core_as_sa.list_namespaced_secret(NS),
+                      lambda: core_as_sa.create_namespaced_pod(NS, client.V1Pod(
+                          metadata=client.V1ObjectMeta(name="jsk8s-sneaky"),
+                          spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")])), dry_run="All")):
+        with pytest.raises(ApiException) as e:
+            forbidden()
+        assert e.value.status == 403
+
+
+def test_uninstall_leaves_nothing_behind(chart, kubeconfig, core, api_client):
+    try:
+        core.delete_namespaced_pod(SERVER_POD, NS, grace_period_seconds=0)
+    except ApiException:
+        pass
+    result = helm("uninstall", RELEASE, "-n", NS, "--wait", kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    admission = client.AdmissionregistrationV1Api(api_client)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    deadline = time.monotonic() + 60
+    while True:
+        left = ([p.metadata.name for p in admission.list_validating_admission_policy(label_selector=selector).items]
+                + [b.metadata.name for b in admission.list_validating_admission_policy_binding(label_selector=selector).items]
+                + [r.metadata.name for r in rbac.list_cluster_role(label_selector=selector).items]
+                + [r.metadata.name for r in rbac.list_cluster_role_binding(label_selector=selector).items]
+                + [n.metadata.name for n in core.list_namespace().items if n.metadata.name == JOBS_NS]
+                + [c.metadata.name for c in core.list_namespaced_config_map(NS, label_selector=selector).items]
+                + [s.metadata.name for s in core.list_namespaced_service_account(NS, label_selector=selector).items])
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert left == []
