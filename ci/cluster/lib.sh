@@ -5,7 +5,8 @@
 PID_DIR="$STATE_DIR/pids"
 LOG_DIR="$STATE_DIR/logs"
 
-proc_starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+# A zombie (state Z) counts as gone: PID 1 here may be slow to reap orphans.
+proc_starttime() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 # Prints the pid of a component if the process recorded for it is still ours and alive.
 component_pid() {
