@@ -10,7 +10,6 @@ import collections
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 

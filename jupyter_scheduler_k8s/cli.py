@@ -12,7 +12,6 @@ import time
 import uuid
 
 from jupyter_scheduler.utils import copy_directory, create_output_filename
-from traitlets.config import Config
 
 from .clients import Clients
 from .config import K8sConfig, jupyter_config_files

@@ -50,6 +50,10 @@ class JobMonitor:
         with self.lock:
             return job_id in self.runs
 
+    def in_background(self, task: Callable[[], None]) -> None:
+        """Runs a task on the job workers (e.g. collecting a stopped job's partial outputs)."""
+        self.pool.submit(task)
+
     def start(self) -> None:
         with self.lock:
             if self._thread is None or not self._thread.is_alive():

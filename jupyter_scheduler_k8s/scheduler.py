@@ -24,6 +24,7 @@ from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
+from .watch import wait_for_pod
 
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
 
@@ -109,10 +110,13 @@ class K8sScheduler(Scheduler):
         return JobRun(job, self.k8s, self.clients)
 
     # ---- jobs out -----------------------------------------------------------------------------
+    def _manager(self, job_id: str):
+        """The execution manager, used in the server for its DB bookkeeping only."""
+        return self.execution_manager_class(job_id=job_id, root_dir=self.root_dir, db_url=self.db_url,
+                                            staging_paths={})
+
     def _record_outcome(self, run: JobRun, outcome: Outcome) -> None:
-        manager = self.execution_manager_class(job_id=run.job.job_id, root_dir=self.root_dir,
-                                               db_url=self.db_url, staging_paths={})
-        manager.record_files(outcome)
+        self._manager(run.job.job_id).record_files(outcome)
         values = {"end_time": get_utc_timestamp(),
                   "status": Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
                   "status_message": reasons.short(outcome.message) if outcome.message else None}
@@ -122,20 +126,42 @@ class K8sScheduler(Scheduler):
                 values, synchronize_session=False)
             session.commit()
 
-    def stop_job(self, job_id: str):
+    def stop_job(self, job_id: str, collect: bool = True):
+        """STOPPED at once; then, in the background, the outputs the notebook had when it was
+        interrupted (the executor saves them on SIGTERM) are collected from the PVC."""
         with self.db_session() as session:
             record = session.query(Job).filter(Job.job_id == job_id).one()
             if Status(record.status) not in ACTIVE + (Status.STOPPING,):
                 return
             record.status = Status.STOPPING
             session.commit()
-        self.monitor.untrack(job_id)
-        self._delete_objects(job_id)
+            model = DescribeJob.from_orm(record)
+        run = self.monitor.untrack(job_id) or self._run_for(model, self.get_staging_paths(model))
+        # Graceful: the pod gets SIGTERM and its terminationGracePeriodSeconds to save its work.
+        self._delete(lambda: self.clients.batch.delete_collection_namespaced_job(
+            self.k8s.namespace, label_selector=names.job_selector(job_id), propagation_policy="Foreground"))
         with self.db_session() as session:
             session.query(Job).filter(Job.job_id == job_id).update(
                 {"status": Status.STOPPED, "end_time": get_utc_timestamp(),
                  "status_message": "stopped by the user"}, synchronize_session=False)
             session.commit()
+        if collect:
+            self.monitor.in_background(lambda: self._collect_stopped(run))
+        else:
+            self._delete_objects(job_id)
+
+    def _collect_stopped(self, run: JobRun) -> None:
+        try:
+            wait_for_pod(self.clients.core, self.k8s.namespace, run.selector,
+                         lambda pod: True if pod is None else None, timeout=60)
+            if run._pvc_exists():
+                result, written = run.collect_from_volume()
+                outcome = run.outcome(result, written)
+                self._manager(run.job.job_id).record_files(outcome)
+        except Exception:  # noqa: BLE001 - the job is stopped either way; only its leftovers matter
+            self.log.exception("collecting the partial outputs of stopped job %s failed", run.job.job_id)
+        finally:
+            self._delete_objects(run.job.job_id)
 
     def delete_job(self, job_id: str):
         """Removes every Kubernetes object of the job, its staging files and its record,
@@ -144,7 +170,7 @@ class K8sScheduler(Scheduler):
             record = session.query(Job).filter(Job.job_id == job_id).one()
             model = DescribeJob.from_orm(record)
         if model.status in ACTIVE + (Status.STOPPING,):
-            self.stop_job(job_id)
+            self.stop_job(job_id, collect=False)
         self.monitor.untrack(job_id)
         self._delete_objects(job_id)
         staging_paths = self.get_staging_paths(model)
@@ -158,15 +184,18 @@ class K8sScheduler(Scheduler):
         """Job (foreground: its pods go first), collector pods and PVC, found by label."""
         ns, selector = self.k8s.namespace, names.job_selector(job_id)
         batch, core = self.clients.batch, self.clients.core
-        for delete in (lambda: batch.delete_collection_namespaced_job(
-                           ns, label_selector=selector, propagation_policy="Foreground", grace_period_seconds=0),
-                       lambda: core.delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0),
-                       lambda: core.delete_collection_namespaced_persistent_volume_claim(ns, label_selector=selector)):
-            try:
-                delete()
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+        self._delete(lambda: batch.delete_collection_namespaced_job(
+            ns, label_selector=selector, propagation_policy="Foreground", grace_period_seconds=0))
+        self._delete(lambda: core.delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0))
+        self._delete(lambda: core.delete_collection_namespaced_persistent_volume_claim(ns, label_selector=selector))
+
+    @staticmethod
+    def _delete(request) -> None:
+        try:
+            request()
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     # ---- recovery -----------------------------------------------------------------------------
     def recover(self) -> int:

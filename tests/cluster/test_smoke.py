@@ -1,11 +1,9 @@
 """Smoke tests of the local cluster itself (ci/cluster): the Kubernetes behaviour the product
 relies on, proven on a real API server, kubelet and container runtime."""
-import base64
 import io
 import os
 import tarfile
 import time
-import uuid
 
 import pytest
 from kubernetes import client

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-import sys as _sys
+
 import time
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 ROOT = Path(__file__).resolve().parents[2]
-_sys.path.insert(0, str(ROOT / "tests" / "chart"))
+sys.path.insert(0, str(ROOT / "tests" / "chart"))
 import helmrender  # noqa: E402
 
 pytestmark = pytest.mark.e2e

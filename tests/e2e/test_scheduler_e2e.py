@@ -63,19 +63,22 @@ def test_completes_with_run_log(make_scheduler, core, batch, namespace):
     assert leftovers(core, batch, namespace) == []
 
 
-def test_stop_running_job(make_scheduler, core, batch, namespace):
+def test_stop_running_job_keeps_partial_outputs(make_scheduler, core, batch, namespace):
     h = make_scheduler()
-    write_notebook(str(h.root / "sleepy.ipynb"), "import time; time.sleep(300)")
+    write_notebook(str(h.root / "sleepy.ipynb"), "print('first cell done')", "import time; time.sleep(300)")
     job_id = h.submit("sleepy.ipynb")
     _wait_pod_running(core, namespace)
+    time.sleep(4)  # let the first cell run
     started = time.monotonic()
     h.scheduler.stop_job(job_id)
     while h.scheduler.get_job(job_id, job_files=False).status != Status.STOPPED:
         assert time.monotonic() - started < 5, "not STOPPED within 5 s"
         time.sleep(0.1)
-    time.sleep(2)
-    assert h.scheduler.get_job(job_id, job_files=False).status == Status.STOPPED
     assert leftovers(core, batch, namespace) == []
+    job = h.scheduler.get_job(job_id, job_files=False)
+    assert job.status == Status.STOPPED
+    # The executor saved the notebook as it was when stopped; the backend collected it.
+    assert "first cell done" in open(h.output(job, "ipynb"), encoding="utf-8").read()
 
 
 def test_delete_removes_everything(make_scheduler, core, batch, namespace):
@@ -124,21 +127,32 @@ def _host(state, *args, **kw):
     return subprocess.Popen([sys.executable, HOST, str(state), *args], stdout=subprocess.PIPE, text=True, **kw)
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
-def test_recovery_after_server_killed_mid_job(tmp_path, kubeconfig, namespace, executor_image, core, batch,
-                                              monkeypatch, fails):
+@pytest.fixture
+def server_state(tmp_path, kubeconfig, namespace, executor_image, monkeypatch):
+    """The state dir of a scheduler_host.py "server": its root dir, DB and config."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     state = tmp_path / "server"
-    state.mkdir()
-    (state / "root").mkdir()
+    (state / "root").mkdir(parents=True)
     (state / "config.json").write_text(json.dumps(k8s_config(namespace, executor_image)))
-    body = "import time; time.sleep(8); print('slept')" + ("; raise RuntimeError('failed while nobody watched')" if fails else "")
-    write_notebook(str(state / "root" / "nap.ipynb"), body)
-    server = _host(state, "submit", "nap.ipynb", json.dumps({"output_formats": ["ipynb", "html"]}))
+    return state
+
+
+def _submit_and_kill(state, core, namespace, notebook, extra=None):
+    """Submits through a host process, waits for the job's pod to run, then SIGKILLs the host."""
+    server = _host(state, "submit", notebook, json.dumps(extra or {}))
     job_id = server.stdout.readline().strip()
     _wait_pod_running(core, namespace)
     server.send_signal(signal.SIGKILL)  # the user's server dies mid-job
     server.wait()
+    return job_id
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
+def test_recovery_after_server_killed_mid_job(server_state, namespace, core, batch, fails):
+    state = server_state
+    body = "import time; time.sleep(8); print('slept')" + ("; raise RuntimeError('failed while nobody watched')" if fails else "")
+    write_notebook(str(state / "root" / "nap.ipynb"), body)
+    job_id = _submit_and_kill(state, core, namespace, "nap.ipynb", {"output_formats": ["ipynb", "html"]})
     time.sleep(12)  # the notebook ends while no server is there
     waiter = _host(state, "wait", job_id, "120")
     out, _ = waiter.communicate(timeout=180)
@@ -154,18 +168,10 @@ def test_recovery_after_server_killed_mid_job(tmp_path, kubeconfig, namespace, e
     assert leftovers(core, batch, namespace) == []
 
 
-def test_delete_after_restart_removes_everything(tmp_path, kubeconfig, namespace, executor_image, core, batch, monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    state = tmp_path / "server"
-    state.mkdir()
-    (state / "root").mkdir()
-    (state / "config.json").write_text(json.dumps(k8s_config(namespace, executor_image)))
+def test_delete_after_restart_removes_everything(server_state, namespace, core, batch):
+    state = server_state
     write_notebook(str(state / "root" / "nap.ipynb"), "import time; time.sleep(300)")
-    server = _host(state, "submit", "nap.ipynb")
-    job_id = server.stdout.readline().strip()
-    _wait_pod_running(core, namespace)
-    server.send_signal(signal.SIGKILL)
-    server.wait()
+    job_id = _submit_and_kill(state, core, namespace, "nap.ipynb")
     sys.path.insert(0, os.path.dirname(HOST))
     from scheduler_host import scheduler
     s = scheduler(state)
