@@ -18,7 +18,7 @@ from . import manifests, names, reasons, transfer
 from .clients import Clients, pull_policy
 from .config import K8sConfig, image_for, resolve_profile
 from .safe_tar import UnsafeOutputError
-from .watch import wait_for_pod
+from .watch import WaitTimeout, wait_for_pod
 
 log = logging.getLogger(__name__)
 EXECUTOR = ["jsk8s-executor"]
@@ -208,6 +208,12 @@ class JobRun:
         except ApiException as e:
             if e.status != 409:
                 raise
+        try:
+            return self._collect_through(name)
+        finally:
+            self._delete(self.clients.core.delete_namespaced_pod, name)
+
+    def _collect_through(self, name: str):
         selector = names.job_selector(self.job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_COLLECTOR}"
 
         def running(p):
@@ -217,13 +223,14 @@ class JobRun:
             cs = (p.status.container_statuses or [None])[0] if p is not None and p.status else None
             return True if cs is not None and cs.state.running else None
 
-        answer = wait_for_pod(self.clients.core, self.namespace, selector, running, self.cfg.scheduling_timeout_seconds)
+        try:
+            answer = wait_for_pod(self.clients.core, self.namespace, selector, running,
+                                  self.cfg.scheduling_timeout_seconds)
+        except WaitTimeout:
+            raise JobFailed("the output collector pod did not start in time") from None
         if isinstance(answer, Fail):
             raise JobFailed(answer.message)
-        try:
-            return self.collect(name)
-        finally:
-            self._delete(self.clients.core.delete_namespaced_pod, name)
+        return self.collect(name)
 
     def cleanup(self) -> None:
         """Deletes the Job (and its pods) and the PVC. Safe to call any number of times."""
@@ -307,9 +314,10 @@ class JobRun:
         return Fail("the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
 
     def _pvc_exists(self) -> bool:
+        """True if the job's PVC exists and is not being deleted."""
         try:
-            self.clients.core.read_namespaced_persistent_volume_claim(self.name, self.namespace)
-            return True
+            pvc = self.clients.core.read_namespaced_persistent_volume_claim(self.name, self.namespace)
+            return pvc.metadata.deletion_timestamp is None
         except ApiException as e:
             if e.status == 404:
                 return False

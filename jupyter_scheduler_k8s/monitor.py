@@ -124,8 +124,15 @@ class JobMonitor:
         except Exception as e:  # noqa: BLE001 - the job must still end, with a reason
             log.exception("job %s: finishing failed", run.job.job_id)
             outcome = Outcome("failed", f"the backend could not finish the job: {describe_error(e)}")
-        if self.untrack(run.job.job_id) is not None:
+        self._conclude(run, outcome)
+
+    def _conclude(self, run: JobRun, outcome: Outcome) -> None:
+        """Records the outcome while the job is still tracked, so the scheduler's recovery never
+        sees it untracked yet still in progress; a job untracked meanwhile (stopped, deleted)
+        takes no outcome."""
+        if self.tracked(run.job.job_id):
             self.on_outcome(run, outcome)
+        self.untrack(run.job.job_id)
 
     def _act(self, run: JobRun, action: Callable[[], None], final: bool = False) -> None:
         job_id = run.job.job_id
@@ -139,9 +146,9 @@ class JobMonitor:
                 action()
             except Exception as e:  # noqa: BLE001
                 log.exception("job %s: step failed", job_id)
-                if self.untrack(job_id) is not None:
+                if self.tracked(job_id):
                     run._delete_quietly()
-                    self.on_outcome(run, Outcome("failed", f"the backend failed: {describe_error(e)}"))
+                    self._conclude(run, Outcome("failed", f"the backend failed: {describe_error(e)}"))
             finally:
                 with self.lock:
                     self.busy.discard(job_id)

@@ -67,6 +67,9 @@ class K8sScheduler(Scheduler):
             selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.k8s.username)}"
         self.monitor = JobMonitor(lambda: self.clients.core, self.k8s.namespace, selector,
                                   self._record_outcome, workers=self.worker_threads)
+        # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
+        # recovery must never take a job that is still being created for orphaned.
+        self._tracking_lock = threading.Lock()
         self._recovery_stop = threading.Event()
         threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True).start()
 
@@ -86,7 +89,7 @@ class K8sScheduler(Scheduler):
         if LOG_FORMAT not in model.output_formats:
             model.output_formats.append(LOG_FORMAT)  # the run log is listed with the outputs
 
-        with self.db_session() as session:
+        with self._tracking_lock, self.db_session() as session:
             job = Job(**model.dict(exclude_none=True, exclude={"input_uri"}))
             # Not the ORM's default STOPPED (jupyter-scheduler #451): it is on its way.
             job.status = Status.IN_PROGRESS
@@ -101,8 +104,7 @@ class K8sScheduler(Scheduler):
                 self.copy_input_file(model.input_uri, staging_paths["input"])
             session.commit()
             job_id = job.job_id
-            described = DescribeJob.from_orm(job)
-        self.monitor.track(self._run_for(described, staging_paths))
+            self.monitor.track(self._run_for(DescribeJob.from_orm(job), staging_paths))
         return job_id
 
     def _run_for(self, model: DescribeJob, staging_paths) -> JobRun:
@@ -201,13 +203,13 @@ class K8sScheduler(Scheduler):
     def recover(self) -> int:
         """Takes up jobs the DB holds as in flight that no monitor follows: after a restart their
         Jobs may still run, have finished, or be gone. Returns how many were taken up."""
-        with self.db_session() as session:
-            records = session.query(Job).filter(Job.status.in_(ACTIVE + (Status.STOPPING,))).all()
-            models = [DescribeJob.from_orm(r) for r in records]
+        with self._tracking_lock:
+            with self.db_session() as session:
+                records = session.query(Job).filter(Job.status.in_(ACTIVE + (Status.STOPPING,))).all()
+                models = [DescribeJob.from_orm(r) for r in records]
+            models = [m for m in models if not self.monitor.tracked(m.job_id)]
         taken = 0
         for model in models:
-            if self.monitor.tracked(model.job_id):
-                continue
             if model.status == Status.STOPPING:
                 self.stop_job(model.job_id)
                 continue
