@@ -156,17 +156,12 @@ class JobRun:
         self.clients.api_client  # resolves the context, which the pull policy depends on
         pvc, job = self.build_objects()
         self.on_phase("submitting")
+        self._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc)
         try:
-            self.clients.core.create_namespaced_persistent_volume_claim(self.namespace, pvc)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-        try:
-            self.clients.batch.create_namespaced_job(self.namespace, job)
-        except ApiException as e:
-            if e.status != 409:
-                self._delete_quietly()
-                raise
+            self._create(self.clients.batch.create_namespaced_job, job)
+        except ApiException:
+            self._delete_quietly()
+            raise
         self.submitted = time.monotonic()
 
     def stage_in(self, pod: str) -> None:
@@ -203,11 +198,7 @@ class JobRun:
             image=image_for(self.cfg, self.job.environment),
             pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
             pvc_name=self.name, hold_seconds=300)
-        try:
-            self.clients.core.create_namespaced_pod(self.namespace, pod)
-        except ApiException as e:
-            if e.status != 409:
-                raise
+        self._create(self.clients.core.create_namespaced_pod, pod)
         try:
             return self._collect_through(name)
         finally:
@@ -236,6 +227,14 @@ class JobRun:
         """Deletes the Job (and its pods) and the PVC. Safe to call any number of times."""
         self._delete(self.clients.batch.delete_namespaced_job, self.name)
         self._delete(self.clients.core.delete_namespaced_persistent_volume_claim, self.name)
+
+    def _create(self, method, body):
+        """409 means a restarted server already made it: that is success."""
+        try:
+            method(self.namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
 
     def _delete(self, method, name):
         try:

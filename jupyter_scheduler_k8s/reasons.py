@@ -17,6 +17,10 @@ def short(message: str, limit: int = MAX_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
+def timed_out(timeout_seconds: int) -> str:
+    return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
+
+
 def _container_status(pod):
     statuses = (pod.status.container_statuses or []) if pod and pod.status else []
     return statuses[0] if statuses else None
@@ -53,7 +57,7 @@ def terminated_problem(pod, timeout_seconds: int = 0) -> Optional[str]:
     if pod is None or pod.status is None:
         return None
     if pod.status.reason == "DeadlineExceeded":
-        return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
+        return timed_out(timeout_seconds)
     if pod.status.reason == "Evicted":
         return short(f"Evicted: {pod.status.message or 'the node ran out of resources'}")
     cs = _container_status(pod)
@@ -77,7 +81,7 @@ def job_problem(job, timeout_seconds: int = 0) -> Optional[str]:
     for cond in (job.status.conditions or []) if job and job.status else []:
         if cond.type == "Failed" and cond.status == "True":
             if cond.reason == "DeadlineExceeded":
-                return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
+                return timed_out(timeout_seconds)
             return short(f"{cond.reason}: {cond.message}") if cond.reason != "BackoffLimitExceeded" else None
     return None
 

@@ -133,7 +133,7 @@ def run_command(core, namespace: str, pod: str, container: str, command: List[st
     ws = _open_exec(core, namespace, pod, container, command)
     try:
         ws.close_channel(0)
-        _finish(ws, " ".join(command[-1:]), timeout)
+        _finish(ws, f"{command[-1]} in pod {pod}", timeout)
     finally:
         if ws.is_open():
             ws.close()
