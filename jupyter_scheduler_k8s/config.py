@@ -6,6 +6,7 @@ The seed's K8S_* environment variables still work, as fallbacks below configured
 """
 import os
 
+from kubernetes.utils import parse_quantity
 from traitlets import Dict, Int, List, Unicode, default, validate
 from traitlets.config import Application, Config, LoggingConfigurable
 
@@ -84,31 +85,38 @@ class K8sConfig(LoggingConfigurable):
     def _storage_class_default(self):
         return _env("K8S_STORAGE_CLASS")
 
-    cpu_request = Unicode(None, allow_none=True, config=True,
-                          help="CPU request of the executor container. Default: $K8S_EXECUTOR_CPU_REQUEST.")
-    cpu_limit = Unicode(None, allow_none=True, config=True,
-                        help="CPU limit of the executor container. Default: $K8S_EXECUTOR_CPU_LIMIT.")
-    memory_request = Unicode(None, allow_none=True, config=True,
-                             help="Memory request of the executor container. Default: $K8S_EXECUTOR_MEMORY_REQUEST.")
-    memory_limit = Unicode(None, allow_none=True, config=True, help="""
+    # Defaults that make a burst of jobs queue in Pending instead of overcommitting a node: the
+    # scheduler places pods by their requests, and a memory limit equal to the request means a
+    # node never runs more notebooks than its memory holds. Profiles raise them per job.
+    cpu_request = Unicode(config=True, help="""
+        CPU request of the executor container (notebook and kernel). Default: $K8S_EXECUTOR_CPU_REQUEST,
+        else 250m. An empty string leaves it unset.""")
+    cpu_limit = Unicode(config=True, help="""
+        CPU limit of the executor container; a notebook above it is throttled, not killed.
+        Default: $K8S_EXECUTOR_CPU_LIMIT, else 2. An empty string leaves it unset.""")
+    memory_request = Unicode(config=True, help="""
+        Memory request of the executor container. Default: $K8S_EXECUTOR_MEMORY_REQUEST, else 1Gi.
+        An empty string leaves it unset.""")
+    memory_limit = Unicode(config=True, help="""
         Memory limit of the executor container. A notebook that exceeds it fails with OOMKilled.
-        Default: $K8S_EXECUTOR_MEMORY_LIMIT.""")
+        Default: $K8S_EXECUTOR_MEMORY_LIMIT, else 1Gi (equal to the request, so memory is never
+        overcommitted). An empty string leaves it unset.""")
 
     @default("cpu_request")
     def _cpu_request_default(self):
-        return _env("K8S_EXECUTOR_CPU_REQUEST")
+        return _env("K8S_EXECUTOR_CPU_REQUEST", "250m")
 
     @default("cpu_limit")
     def _cpu_limit_default(self):
-        return _env("K8S_EXECUTOR_CPU_LIMIT")
+        return _env("K8S_EXECUTOR_CPU_LIMIT", "2")
 
     @default("memory_request")
     def _memory_request_default(self):
-        return _env("K8S_EXECUTOR_MEMORY_REQUEST")
+        return _env("K8S_EXECUTOR_MEMORY_REQUEST", "1Gi")
 
     @default("memory_limit")
     def _memory_limit_default(self):
-        return _env("K8S_EXECUTOR_MEMORY_LIMIT")
+        return _env("K8S_EXECUTOR_MEMORY_LIMIT", "1Gi")
 
     kubeconfig = Unicode(None, allow_none=True, config=True, help="""
         Path of a kubeconfig file. Default: $KUBECONFIG (its first path); when neither is set, the
@@ -154,6 +162,10 @@ class K8sConfig(LoggingConfigurable):
     output_size_limit = Int(1024 ** 3, config=True, help="""
         Largest total size, in bytes, of the outputs and side-effect files accepted from one job.
         Anything that comes out of a job pod is untrusted.""")
+
+    run_log_limit = Int(4 * 1024 ** 2, config=True, help="""
+        Largest size, in bytes, of a job's run log (the notebook's printed output and the
+        executor's messages). Longer logs keep their end, where a failure's traceback is.""")
 
     node_selector = Dict(config=True, help="nodeSelector of every job pod (a profile's adds to it).")
     tolerations = List(config=True, help="Tolerations of every job pod (a profile's add to them).")
@@ -230,6 +242,13 @@ def resolve_profile(cfg: K8sConfig, name) -> dict:
             base[key] = profile[key]
     base["node_selector"].update(profile.get("node_selector") or {})
     base["tolerations"] += list(profile.get("tolerations") or [])
+    for resource in ("cpu", "memory"):
+        request, limit = base[f"{resource}_request"], base[f"{resource}_limit"]
+        # A profile that asks for more than the inherited limit gets a limit to match: Kubernetes
+        # refuses a container whose request exceeds its limit.
+        if request and limit and profile.get(f"{resource}_limit") in (None, "") \
+                and parse_quantity(request) > parse_quantity(limit):
+            base[f"{resource}_limit"] = request
     return base
 
 

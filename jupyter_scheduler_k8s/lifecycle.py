@@ -10,19 +10,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from kubernetes.client.rest import ApiException
 
 from . import manifests, names, reasons, transfer
 from .clients import Clients, pull_policy
-from .config import K8sConfig, image_for, resolve_profile
+from .config import K8sConfig, UnknownProfileError, image_for, resolve_profile
 from .safe_tar import UnsafeOutputError
 from .watch import WaitTimeout, wait_for_pod
 
 log = logging.getLogger(__name__)
 EXECUTOR = ["jsk8s-executor"]
-RUN_LOG_LIMIT = 10 * 1024 * 1024
 LOG_FORMAT = "log"
 NO_RESULT = "the executor ended without a result"
 GENERIC_FAILURES = {NO_RESULT}
@@ -107,6 +106,44 @@ def _age_seconds(obj) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds() if created else 0.0
 
 
+def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
+    """The last `limit` bytes of a stream, starting at a line, and how many bytes were left out."""
+    kept, cut = bytearray(), 0
+    for chunk in chunks:
+        kept += chunk
+        if len(kept) > 2 * limit:  # trim now and then, not on every chunk
+            cut += len(kept) - limit
+            del kept[:len(kept) - limit]
+    if len(kept) > limit:
+        cut += len(kept) - limit
+        del kept[:len(kept) - limit]
+    if cut:
+        newline = kept.find(b"\n")
+        if 0 <= newline < len(kept) - 1:
+            cut += newline + 1
+            del kept[:newline + 1]
+    return bytes(kept), cut
+
+
+def _delete(method, name: str, namespace: str, propagation_policy="Background", grace_period_seconds=0) -> None:
+    """Deletes one object by name; 404 means it is already gone."""
+    try:
+        method(name, namespace, propagation_policy=propagation_policy, grace_period_seconds=grace_period_seconds)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def delete_objects(clients: Clients, namespace: str, job_id: str) -> None:
+    """Deletes every object the backend creates for a job: the Job (its pods go with it), the
+    collector pod and the PVC. By name: the names are the backend's own (names.py), the chart's
+    Role grants delete and no deletecollection, and the admission policy checks every name."""
+    name = names.object_name(job_id)
+    _delete(clients.batch.delete_namespaced_job, name, namespace)
+    _delete(clients.core.delete_namespaced_pod, names.collector_name(job_id), namespace)
+    _delete(clients.core.delete_namespaced_persistent_volume_claim, name, namespace)
+
+
 class JobRun:
     def __init__(self, job: NotebookJob, cfg: K8sConfig, clients: Clients,
                  on_phase: Callable[[str], None] = lambda phase: None):
@@ -114,7 +151,12 @@ class JobRun:
         self.namespace = cfg.namespace
         self.name = names.object_name(job.job_id)
         self.selector = names.job_selector(job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
-        self.profile = resolve_profile(cfg, job.compute_type)
+        try:
+            self.profile, self.profile_error = resolve_profile(cfg, job.compute_type), None
+        except UnknownProfileError as e:
+            # A profile renamed or removed since the job was submitted: the job can still be
+            # stopped, deleted and cleaned up, but never submitted (recovery fails it).
+            self.profile, self.profile_error = resolve_profile(cfg, None), str(e)
         self.timeout_seconds = int(self.profile["timeout_seconds"] or 0)
         self.staged = False
         self.seen_pod = False
@@ -153,6 +195,8 @@ class JobRun:
 
     # ---- requests (each handles its own statuses) --------------------------------------------
     def submit(self) -> None:
+        if self.profile_error:
+            raise JobFailed(self.profile_error)
         self.clients.api_client  # resolves the context, which the pull policy depends on
         pvc, job = self.build_objects()
         self.on_phase("submitting")
@@ -224,9 +268,14 @@ class JobRun:
         return self.collect(name)
 
     def cleanup(self) -> None:
-        """Deletes the Job (and its pods) and the PVC. Safe to call any number of times."""
-        self._delete(self.clients.batch.delete_namespaced_job, self.name)
-        self._delete(self.clients.core.delete_namespaced_persistent_volume_claim, self.name)
+        """Deletes the Job (and its pods), a collector pod and the PVC. Safe to call any number of times."""
+        delete_objects(self.clients, self.namespace, self.job.job_id)
+
+    def stop(self) -> None:
+        """Deletes the Job gracefully: its pod gets SIGTERM and terminationGracePeriodSeconds to
+        save the notebook as it is (the executor writes its outputs to the PVC), which stays."""
+        self._delete(self.clients.batch.delete_namespaced_job, self.name, grace_period_seconds=None,
+                     propagation_policy="Foreground")
 
     def _create(self, method, body):
         """409 means a restarted server already made it: that is success."""
@@ -236,12 +285,8 @@ class JobRun:
             if e.status != 409:
                 raise
 
-    def _delete(self, method, name):
-        try:
-            method(name, self.namespace, propagation_policy="Background", grace_period_seconds=0)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    def _delete(self, method, name, **options):
+        _delete(method, name, self.namespace, **options)
 
     def _delete_quietly(self):
         try:
@@ -389,17 +434,25 @@ class JobRun:
         return os.path.splitext(base)[0] + ".log"
 
     def save_run_log(self) -> Optional[str]:
-        """Saves the executor pod's log (the notebook's printed output) into the staging dir."""
+        """Saves the executor pod's log (the notebook's printed output) into the staging dir.
+
+        Only the last `run_log_limit` bytes are kept: a failure's traceback is at the end."""
         if not self.pod_name:
             return None
         try:
-            text = self.clients.core.read_namespaced_pod_log(
-                self.pod_name, self.namespace, container=manifests.CONTAINER, limit_bytes=RUN_LOG_LIMIT)
+            response = self.clients.core.read_namespaced_pod_log(
+                self.pod_name, self.namespace, container=manifests.CONTAINER, _preload_content=False)
         except ApiException as e:
             if e.status in (400, 404):  # container never started, or pod already gone
                 return None
             raise
-        self.log_text = text or ""
+        try:
+            data, cut = log_tail_bytes(response.stream(256 * 1024), self.cfg.run_log_limit)
+        finally:
+            response.release_conn()
+        self.log_text = data.decode("utf-8", "replace")
+        if cut:
+            self.log_text = f"[jsk8s] the first {cut} bytes of this log were left out\n" + self.log_text
         name = self.run_log_name()
         with open(os.path.join(self.job.staging_dir, name), "w", encoding="utf-8") as f:
             f.write(self.log_text)

@@ -15,14 +15,13 @@ from jupyter_scheduler.models import CreateJob, DescribeJob, JobFeature, Status
 from jupyter_scheduler.orm import Job
 from jupyter_scheduler.scheduler import Scheduler
 from jupyter_scheduler.utils import get_utc_timestamp
-from kubernetes.client.rest import ApiException
 from traitlets import Int, default
 
 from . import names, reasons
 from .clients import Clients
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
-from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
+from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome, delete_objects
 from .monitor import JobMonitor
 from .watch import wait_for_pod
 
@@ -130,7 +129,8 @@ class K8sScheduler(Scheduler):
 
     def stop_job(self, job_id: str, collect: bool = True):
         """STOPPED at once; then, in the background, the outputs the notebook had when it was
-        interrupted (the executor saves them on SIGTERM) are collected from the PVC."""
+        interrupted (the executor saves them on SIGTERM) are collected from the PVC, and the PVC
+        is deleted. With collect=False (delete_job) the caller removes the objects."""
         with self.db_session() as session:
             record = session.query(Job).filter(Job.job_id == job_id).one()
             if Status(record.status) not in ACTIVE + (Status.STOPPING,):
@@ -139,9 +139,7 @@ class K8sScheduler(Scheduler):
             session.commit()
             model = DescribeJob.from_orm(record)
         run = self.monitor.untrack(job_id) or self._run_for(model, self.get_staging_paths(model))
-        # Graceful: the pod gets SIGTERM and its terminationGracePeriodSeconds to save its work.
-        self._delete(lambda: self.clients.batch.delete_collection_namespaced_job(
-            self.k8s.namespace, label_selector=names.job_selector(job_id), propagation_policy="Foreground"))
+        run.stop()
         with self.db_session() as session:
             session.query(Job).filter(Job.job_id == job_id).update(
                 {"status": Status.STOPPED, "end_time": get_utc_timestamp(),
@@ -149,8 +147,6 @@ class K8sScheduler(Scheduler):
             session.commit()
         if collect:
             self.monitor.in_background(lambda: self._collect_stopped(run))
-        else:
-            self._delete_objects(job_id)
 
     def _collect_stopped(self, run: JobRun) -> None:
         try:
@@ -163,7 +159,7 @@ class K8sScheduler(Scheduler):
         except Exception:  # noqa: BLE001 - the job is stopped either way; only its leftovers matter
             self.log.exception("collecting the partial outputs of stopped job %s failed", run.job.job_id)
         finally:
-            self._delete_objects(run.job.job_id)
+            run._delete_quietly()
 
     def delete_job(self, job_id: str):
         """Removes every Kubernetes object of the job, its staging files and its record,
@@ -173,8 +169,8 @@ class K8sScheduler(Scheduler):
             model = DescribeJob.from_orm(record)
         if model.status in ACTIVE + (Status.STOPPING,):
             self.stop_job(job_id, collect=False)
-        self.monitor.untrack(job_id)
-        self._delete_objects(job_id)
+        self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
+        delete_objects(self.clients, self.k8s.namespace, job_id)
         staging_paths = self.get_staging_paths(model)
         if staging_paths:
             shutil.rmtree(os.path.dirname(staging_paths["input"]), ignore_errors=True)
@@ -182,22 +178,17 @@ class K8sScheduler(Scheduler):
             session.query(Job).filter(Job.job_id == job_id).delete()
             session.commit()
 
-    def _delete_objects(self, job_id: str) -> None:
-        """Job (foreground: its pods go first), collector pods and PVC, found by label."""
-        ns, selector = self.k8s.namespace, names.job_selector(job_id)
-        batch, core = self.clients.batch, self.clients.core
-        self._delete(lambda: batch.delete_collection_namespaced_job(
-            ns, label_selector=selector, propagation_policy="Foreground", grace_period_seconds=0))
-        self._delete(lambda: core.delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0))
-        self._delete(lambda: core.delete_collection_namespaced_persistent_volume_claim(ns, label_selector=selector))
-
-    @staticmethod
-    def _delete(request) -> None:
+    def _fail(self, job_id: str, message: str) -> None:
+        """Ends a job that cannot go on as FAILED, and removes whatever it has on the cluster."""
+        with self.db_session() as session:
+            session.query(Job).filter(Job.job_id == job_id, Job.status.in_(ACTIVE + (Status.STOPPING,))).update(
+                {"status": Status.FAILED, "end_time": get_utc_timestamp(),
+                 "status_message": reasons.short(message)}, synchronize_session=False)
+            session.commit()
         try:
-            request()
-        except ApiException as e:
-            if e.status != 404:
-                raise
+            delete_objects(self.clients, self.k8s.namespace, job_id)
+        except Exception:  # noqa: BLE001 - the Job's TTL is the backstop
+            self.log.exception("could not delete the Kubernetes objects of failed job %s", job_id)
 
     # ---- recovery -----------------------------------------------------------------------------
     def recover(self) -> int:
@@ -210,14 +201,26 @@ class K8sScheduler(Scheduler):
             models = [m for m in models if not self.monitor.tracked(m.job_id)]
         taken = 0
         for model in models:
-            if model.status == Status.STOPPING:
-                self.stop_job(model.job_id)
-                continue
-            run = self._run_for(model, self.get_staging_paths(model))
-            run.recovered = True
-            self.monitor.track(run, submit=False)
-            taken += 1
+            # One job that cannot be recovered must not hold up the others.
+            try:
+                taken += self._recover_one(model)
+            except Exception as e:  # noqa: BLE001 - the job ends with the reason; the round goes on
+                self.log.exception("recovery of job %s failed", model.job_id)
+                what = "stopped" if model.status == Status.STOPPING else "recovered after a server restart"
+                self._fail(model.job_id, f"the job could not be {what}: {reasons.describe_error(e)}")
         return taken
+
+    def _recover_one(self, model: DescribeJob) -> int:
+        if model.status == Status.STOPPING:
+            self.stop_job(model.job_id)
+            return 0
+        run = self._run_for(model, self.get_staging_paths(model))
+        if run.profile_error:
+            self._fail(model.job_id, f"the job could not be recovered after a server restart: {run.profile_error}")
+            return 0
+        run.recovered = True
+        self.monitor.track(run, submit=False)
+        return 1
 
     def _recovery_loop(self) -> None:
         while not self._recovery_stop.is_set():

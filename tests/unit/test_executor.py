@@ -132,6 +132,27 @@ def test_run_failing_cell_keeps_partial_notebook(job, monkeypatch):
     assert "boom" in (job / "work" / OUTPUTS["html"]).read_text()
 
 
+def test_failing_cell_traceback_reaches_the_pod_log(job, monkeypatch, capsys):
+    stage(job, "fails.ipynb")
+    assert run(monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "ValueError" in err and "boom" in err and "\x1b[" not in err
+
+
+def test_every_format_the_ui_offers_is_written(job, monkeypatch):
+    """The environment manager's selectable formats, as the form's defaults send them."""
+    from jupyter_scheduler_k8s.environments import SELECTABLE_FORMATS
+    outputs = {fmt: f"my notebook-2026-11-26-01-02-03-AM.{fmt}" for fmt in SELECTABLE_FORMATS}
+    stage(job, "params.ipynb")
+    assert run(monkeypatch, outputs=outputs, parameters={"rows": 2}) == 0
+    assert result(job)["outputs"] == list(outputs.values())
+    work = job / "work"
+    assert (work / outputs["md"]).read_text().count("```python") >= 2
+    py = (work / outputs["py"]).read_text()
+    assert "rows = 2" in py and "ipynb" not in outputs["py"]
+    compile(py, outputs["py"], "exec")
+
+
 def test_run_missing_kernel_names_available_kernels(job, monkeypatch):
     nb = nbformat.read(DATA / "params.ipynb", as_version=4)
     nb.metadata.kernelspec = {"name": "ir", "display_name": "R", "language": "R"}

@@ -27,10 +27,10 @@ FALLBACKS = [
     ("image_pull_policy", "K8S_IMAGE_PULL_POLICY", "Always", "Never", None),
     ("storage_size", "K8S_STORAGE_SIZE", "5Gi", "10Gi", "1Gi"),
     ("storage_class", "K8S_STORAGE_CLASS", "env-class", "trait-class", None),
-    ("cpu_request", "K8S_EXECUTOR_CPU_REQUEST", "250m", "500m", None),
-    ("cpu_limit", "K8S_EXECUTOR_CPU_LIMIT", "1", "2", None),
-    ("memory_request", "K8S_EXECUTOR_MEMORY_REQUEST", "512Mi", "1Gi", None),
-    ("memory_limit", "K8S_EXECUTOR_MEMORY_LIMIT", "1Gi", "2Gi", None),
+    ("cpu_request", "K8S_EXECUTOR_CPU_REQUEST", "100m", "500m", "250m"),
+    ("cpu_limit", "K8S_EXECUTOR_CPU_LIMIT", "1", "4", "2"),
+    ("memory_request", "K8S_EXECUTOR_MEMORY_REQUEST", "512Mi", "2Gi", "1Gi"),
+    ("memory_limit", "K8S_EXECUTOR_MEMORY_LIMIT", "2Gi", "4Gi", "1Gi"),
     ("username", "JSK8S_USERNAME", "env-user", "trait-user", ""),
     ("username", "JUPYTERHUB_USER", "hub-user", "trait-user", ""),
 ]
@@ -52,6 +52,13 @@ def test_env_beats_default(monkeypatch, trait, env, env_value, trait_value, defa
 def test_trait_beats_env(monkeypatch, trait, env, env_value, trait_value, default):
     monkeypatch.setenv(env, env_value)
     assert getattr(make(**{trait: trait_value}), trait) == trait_value
+
+
+def test_empty_resource_settings_leave_requests_and_limits_unset():
+    from jupyter_scheduler_k8s.manifests import resources
+    p = resolve_profile(make(cpu_request="", cpu_limit="", memory_request="", memory_limit=""), None)
+    assert resources(p["cpu_request"], p["cpu_limit"], p["memory_request"], p["memory_limit"]).to_dict() == \
+        {"claims": None, "limits": None, "requests": None}
 
 
 @pytest.mark.parametrize("trait,env,env_value,trait_value,default", FALLBACKS, ids=IDS)
@@ -176,7 +183,8 @@ def test_resolve_profile_named_overrides_and_merges():
     cfg = make(profiles=PROFILES, **BASE)
     before = copy.deepcopy((cfg.profiles, cfg.node_selector, cfg.tolerations))
     expected = {
-        "cpu_request": "4", "cpu_limit": "1", "memory_request": "512Mi", "memory_limit": "16Gi", "gpu": 1,
+        # cpu_limit follows the request above the inherited limit of 1: Kubernetes would refuse it.
+        "cpu_request": "4", "cpu_limit": "4", "memory_request": "512Mi", "memory_limit": "16Gi", "gpu": 1,
         "node_selector": {"pool": "notebooks", "accelerator": "nvidia"},
         "tolerations": BASE["tolerations"] + PROFILES["gpu"]["tolerations"],
         "timeout_seconds": 7200,

@@ -6,9 +6,9 @@ import pytest
 from jupyter_scheduler.models import DescribeJob
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
+from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.lifecycle import (
-    Collect, CollectFromVolume, Fail, JobRun, NotebookJob, StageIn,
+    Collect, CollectFromVolume, Fail, JobFailed, JobRun, NotebookJob, StageIn, log_tail_bytes,
 )
 
 from .data_pkg import helpers as h
@@ -254,8 +254,9 @@ def test_build_objects_uses_the_profile_and_the_environment():
     container = pod_spec["containers"][0]
     assert container["image"] == "registry.example.org/jsk8s-py311:1"
     assert container["imagePullPolicy"] == "Never"  # kind context, no configured policy
+    # The default cpu limit (2) is below the profile's request: the limit follows the request.
     assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"},
-                                      "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}
+                                      "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}
     spec = json.loads(container["env"][0]["value"])
     assert container["env"][0]["name"] == "JSK8S_SPEC"
     assert spec == {
@@ -278,7 +279,8 @@ def test_build_objects_default_profile_and_image():
     assert container["image"] == "registry.example.org/jsk8s-executor:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
     # "small" is the first profile; unset keys come from the traits.
-    assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "1Gi"},
+                                      "limits": {"cpu": "1", "memory": "2Gi"}}
     assert "activeDeadlineSeconds" not in pod_spec and "activeDeadlineSeconds" not in k8s_job["spec"]
     assert pod_spec["nodeSelector"] == {"pool": "notebooks"}
     assert "tolerations" not in pod_spec
@@ -305,10 +307,13 @@ def test_build_objects_is_repeatable():
     assert [serialize(o) for o in run.build_objects()] == first
 
 
-def test_unknown_compute_type_fails_at_construction():
+def test_unknown_compute_type_fails_at_submit_but_can_be_cleaned_up():
+    """A profile removed since submission: the run can still stop and clean up, never submit."""
     job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="huge"))
-    with pytest.raises(UnknownProfileError, match="small, gpu"):
-        make_run(CFG, job)
+    run = make_run(CFG, job)
+    assert "Unknown compute type 'huge'; valid: small, gpu" in run.profile_error
+    with pytest.raises(JobFailed, match="small, gpu"):
+        run.submit()
 
 
 # ---- JobRun.run_log_name ----------------------------------------------------------------------------
@@ -331,3 +336,17 @@ def test_run_log_name_without_outputs_uses_the_input():
 def test_run_log_name_is_not_an_output_or_the_input():
     run = make_run()
     assert run.run_log_name() not in list(run.job.outputs.values()) + [run.job.input_file]
+
+
+# ---- the run log keeps its end ------------------------------------------------------------------
+
+def test_log_tail_keeps_the_end_from_a_line_start():
+    lines = [f"line {i}\n".encode() for i in range(10000)]
+    chunks = [b"".join(lines[i:i + 7]) for i in range(0, len(lines), 7)]
+    data, cut = log_tail_bytes(chunks, 1000)
+    assert data.endswith(b"line 9999\n") and data.startswith(b"line ")
+    assert len(data) <= 1000 and cut + len(data) == sum(map(len, lines))
+
+
+def test_log_tail_of_a_short_log_is_the_whole_log():
+    assert log_tail_bytes([b"a\n", b"b\n"], 1000) == (b"a\nb\n", 0)

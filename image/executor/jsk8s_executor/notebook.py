@@ -11,8 +11,11 @@ import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbconvert.filters import strip_ansi
 
 MAX_MESSAGE = 500  # status_message is String(1024) and shown as a red error line: keep it short.
+# Output formats the UI offers under a name that is not nbconvert's exporter name.
+EXPORTERS = {"md": "markdown", "py": "python"}
 
 
 class JobError(Exception):
@@ -100,6 +103,11 @@ class StreamingClient(NotebookClient):
             out = sys.stderr if msg["content"].get("name") == "stderr" else sys.stdout
             out.write(msg["content"].get("text", ""))
             out.flush()
+        elif msg["msg_type"] == "error":
+            # The traceback goes to the run log too: that is where users look first.
+            traceback = "\n".join(msg["content"].get("traceback") or [])
+            sys.stderr.write(strip_ansi(traceback) + "\n")
+            sys.stderr.flush()
         return super().process_message(msg, cell, cell_index)
 
 
@@ -191,8 +199,9 @@ def write_outputs(nb, outputs: dict[str, str], work: Path) -> tuple[list[str], l
     """Write every requested format under exactly the given name.
 
     Returns (written names, problems). Like jupyter-scheduler's create_output_files, formats
-    other than ipynb go through nbconvert.get_exporter(fmt); each format is tried even if another
-    one fails, so a broken exporter costs one file, not all of them.
+    other than ipynb go through nbconvert's exporter of that name (md and py by their exporters'
+    names, markdown and python); each format is tried even if another one fails, so a broken
+    exporter costs one file, not all of them.
     """
     written, problems = [], []
     for fmt, name in outputs.items():
@@ -202,7 +211,7 @@ def write_outputs(nb, outputs: dict[str, str], work: Path) -> tuple[list[str], l
             if fmt == "ipynb":
                 body = nbformat.writes(nb)
             else:
-                body, _ = nbconvert.get_exporter(fmt)().from_notebook_node(nb)
+                body, _ = nbconvert.get_exporter(EXPORTERS.get(fmt, fmt))().from_notebook_node(nb)
             # Binary exporters (pdf, webpdf) return bytes.
             if isinstance(body, bytes):
                 path.write_bytes(body)
