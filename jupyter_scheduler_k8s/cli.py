@@ -10,12 +10,10 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 
-from jupyter_scheduler.utils import copy_directory, create_output_filename
-
-from .clients import Clients
-from .config import K8sConfig, jupyter_config_files
-from .lifecycle import JobFailed, JobRun, NotebookJob
+# Only what every command needs is imported here: the kubernetes client takes seconds to import,
+# and jupyter_scheduler pulls in all of jupyter_server, so `--help` and argument errors stay fast.
 
 
 def _parameter(text: str):
@@ -26,8 +24,10 @@ def _parameter(text: str):
     return key, value
 
 
-def _config_from_args(args) -> K8sConfig:
+def _config_from_args(args):
     """Jupyter config files (as the server would read them), then command-line overrides."""
+    from .config import K8sConfig, jupyter_config_files
+
     c = jupyter_config_files()
     for trait in ("namespace", "image", "image_pull_policy", "kubeconfig", "context"):
         value = getattr(args, trait, None)
@@ -40,15 +40,36 @@ def _config_from_args(args) -> K8sConfig:
     return K8sConfig(config=c)
 
 
-def _stage(args, staging_dir: str, create_time_ms: int):
+def output_name(notebook: str, created: datetime, fmt: str) -> str:
+    """`<notebook>-YYYY-MM-DD-HH-MM-SS-AM.<fmt>`, the way jupyter-scheduler names a job's outputs."""
+    return f"{os.path.splitext(notebook)[0]}-{created.strftime('%Y-%m-%d-%I-%M-%S-%p')}.{fmt}"
+
+
+def _stage(args, staging_dir: str, created: datetime):
     notebook = os.path.abspath(args.notebook)
     name = os.path.basename(notebook)
     if args.input_folder:
-        copy_directory(os.path.dirname(notebook), staging_dir)
+        shutil.copytree(os.path.dirname(notebook), staging_dir, dirs_exist_ok=True)
     else:
         shutil.copyfile(notebook, os.path.join(staging_dir, name))
     formats = list(dict.fromkeys(["ipynb"] + (args.format or [])))
-    return {fmt: create_output_filename(name, create_time_ms, fmt) for fmt in formats}, name
+    return {fmt: output_name(name, created, fmt) for fmt in formats}, name
+
+
+def _clients(cfg):
+    """The API clients, or None after one line that says which credentials to provide."""
+    from kubernetes.config import ConfigException
+
+    from .clients import Clients
+
+    clients = Clients(cfg.kubeconfig, cfg.context)
+    try:
+        clients.api_client
+    except (ConfigException, OSError) as e:
+        print("error: no Kubernetes credentials: pass --kubeconfig or set KUBECONFIG, or run in a pod "
+              f"with a ServiceAccount token ({' '.join(str(e).split())})", file=sys.stderr)
+        return None
+    return clients
 
 
 def cmd_run(args) -> int:
@@ -56,10 +77,15 @@ def cmd_run(args) -> int:
         print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
         return 2
     cfg = _config_from_args(args)
+    clients = _clients(cfg)
+    if clients is None:
+        return 2
+    from .lifecycle import JobFailed, JobRun, NotebookJob
+
     job_id = str(uuid.uuid4())
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="jsk8s-run-") as staging_dir:
-        outputs, name = _stage(args, staging_dir, int(time.time() * 1000))
+        outputs, name = _stage(args, staging_dir, datetime.now())
         job = NotebookJob(job_id=job_id, staging_dir=staging_dir, input_file=name, outputs=outputs,
                           parameters=dict(args.parameter or []), package_input_folder=args.input_folder,
                           job_name=args.name or os.path.splitext(name)[0], compute_type=args.profile)
@@ -67,7 +93,7 @@ def cmd_run(args) -> int:
         def phase(p):
             print(f"[{time.monotonic() - started:6.1f}s] {p}", flush=True)
 
-        run = JobRun(job, cfg, Clients(cfg.kubeconfig, cfg.context), on_phase=phase)
+        run = JobRun(job, cfg, clients, on_phase=phase)
         print(f"job {job_id} in namespace {cfg.namespace}, image {cfg.image}", flush=True)
         status = 0
         try:
@@ -90,8 +116,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import run_checks
-    return run_checks(_config_from_args(args))
+    from .doctor import Doctor
+
+    cfg = _config_from_args(args)
+    clients = _clients(cfg)
+    return 2 if clients is None else Doctor(cfg, clients).run()
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ The seed's K8S_* environment variables still work, as fallbacks below configured
 """
 import os
 
-from kubernetes.utils import parse_quantity
 from traitlets import Dict, Int, List, Unicode, default, validate
 from traitlets.config import Application, Config, LoggingConfigurable
 
@@ -240,6 +239,8 @@ def resolve_profile(cfg: K8sConfig, name) -> dict:
     for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpu", "timeout_seconds"):
         if profile.get(key) not in (None, ""):
             base[key] = profile[key]
+    from kubernetes.utils import parse_quantity  # here: importing kubernetes takes seconds
+
     base["node_selector"].update(profile.get("node_selector") or {})
     base["tolerations"] += list(profile.get("tolerations") or [])
     for resource in ("cpu", "memory"):

@@ -14,13 +14,16 @@ from .reasons import describe_error
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
-# (group, resource, subresource, verbs): exactly what the backend does (the chart's Role).
+# (group, resource, subresource, verbs): exactly what the backend does, no more. The chart's Role
+# grants the same (tests/chart checks both against the API calls in this package's source).
+# Objects are deleted by name, never by collection.
 NEEDED = [
-    ("", "persistentvolumeclaims", "", ["create", "get", "list", "watch", "delete"]),
+    ("", "persistentvolumeclaims", "", ["create", "get", "delete"]),
     ("", "pods", "", ["create", "get", "list", "watch", "delete"]),
+    # Exec is a websocket GET upgraded to a stream: the API server checks both verbs.
     ("", "pods", "exec", ["create", "get"]),
     ("", "pods", "log", ["get"]),
-    ("batch", "jobs", "", ["create", "get", "list", "watch", "delete"]),
+    ("batch", "jobs", "", ["create", "get", "delete"]),
     ("", "events", "", ["list"]),
 ]
 
@@ -156,7 +159,3 @@ class Doctor:
                 core.delete_namespaced_pod(name, self.cfg.namespace, grace_period_seconds=0)
             except ApiException:
                 pass
-
-
-def run_checks(cfg: K8sConfig) -> int:
-    return Doctor(cfg, Clients(cfg.kubeconfig, cfg.context)).run()

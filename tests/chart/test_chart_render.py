@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from helmrender import (
-    CHART, CI_VALUES, NAMESPACE, RELEASE, find, notes, one, render, render_error, server_config,
+    CHART, CI_VALUES, NAMESPACE, RELEASE, ROOT, find, notes, one, render, render_error, server_config,
 )
 
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
@@ -18,15 +18,33 @@ COMBINATIONS = [("default", ())] + [(name, (path,)) for name, path in CI.items()
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
-# The Role the backend needs, exactly (docs/design.md, jupyter_scheduler_k8s).
-EXPECTED_RULES = {
-    ("", "persistentvolumeclaims"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods/exec"): {"get", "create"},
-    ("", "pods/log"): {"get"},
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "events"): {"get", "list", "watch"},
-}
+def needed_rules():
+    """{(apiGroup, resource): verbs} from doctor.NEEDED, which the backend checks at run time."""
+    from jupyter_scheduler_k8s.doctor import NEEDED
+    return {(group, resource + (f"/{sub}" if sub else "")): set(verbs) for group, resource, sub, verbs in NEEDED}
+
+
+# The API calls in the package's source, by client method name: (verbs, resource).
+_VERBS = {"create": {"create"}, "read": {"get"}, "list": {"list"}, "delete": {"delete"},
+          "connect_get": {"get", "create"}}
+_RESOURCES = {"persistent_volume_claim": ("", "persistentvolumeclaims"), "pod": ("", "pods"),
+              "pod_exec": ("", "pods/exec"), "pod_log": ("", "pods/log"), "job": ("batch", "jobs"),
+              "event": ("", "events")}
+
+
+def used_rules():
+    used = {}
+    for path in (ROOT / "jupyter_scheduler_k8s").glob("*.py"):
+        for verb, resource in re.findall(r"\.(create|read|list|delete|connect_get|patch|replace|"
+                                         r"delete_collection)_namespaced_(\w+?)\b", path.read_text()):
+            assert verb in _VERBS and resource in _RESOURCES, f"{path.name}: {verb}_namespaced_{resource} is not mapped"
+            used.setdefault(_RESOURCES[resource], set()).update(_VERBS[verb])
+    used[("", "pods")].add("watch")  # watch.pod_events streams list_namespaced_pod
+    return used
+
+
+def test_doctor_checks_exactly_the_verbs_the_code_uses():
+    assert needed_rules() == used_rules()
 
 
 def rules_of(role):
@@ -123,7 +141,7 @@ def test_invalid_or_too_long_jobs_namespace_fails():
 
 def test_role_has_exactly_the_backend_verbs():
     role = one(render(), "Role")
-    assert rules_of(role) == EXPECTED_RULES
+    assert rules_of(role) == needed_rules()
 
 
 def test_role_binding_binds_the_user_server_service_account():
@@ -175,7 +193,8 @@ def test_existing_service_account_is_bound_not_created():
 REQUIRED_K8S_KEYS = {
     "namespace", "image", "image_pull_policy", "storage_size", "extra_labels", "job_ttl_seconds",
     "timeout_seconds", "scheduling_timeout_seconds", "collect_hold_seconds", "output_size_limit",
-    "node_selector", "tolerations", "profiles", "default_profile",
+    "run_log_limit", "node_selector", "tolerations", "profiles", "default_profile",
+    "cpu_request", "cpu_limit", "memory_request", "memory_limit",
 }
 
 
@@ -192,20 +211,20 @@ def test_server_config_defaults():
         "namespace": JOBS_NS, "image": "localhost/jupyter-scheduler-k8s-executor:0.1.0",
         "image_pull_policy": "IfNotPresent", "storage_size": "1Gi", "extra_labels": {},
         "job_ttl_seconds": 300, "timeout_seconds": 0, "scheduling_timeout_seconds": 300,
-        "collect_hold_seconds": 600, "output_size_limit": 1073741824, "node_selector": {},
-        "tolerations": [], "profiles": {}, "default_profile": "",
+        "collect_hold_seconds": 600, "output_size_limit": 1073741824, "run_log_limit": 4194304,
+        "node_selector": {}, "tolerations": [], "profiles": {}, "default_profile": "",
+        "cpu_request": "250m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "1Gi",
     }
 
 
 def test_server_config_with_every_setting():
     k8s = server_config(render(values_files=[CI["profiles"]]))["K8sConfig"]
-    assert set(k8s) == REQUIRED_K8S_KEYS | {"storage_class", "cpu_request", "memory_request", "memory_limit",
-                                            "environments", "extra_annotations"}
+    assert set(k8s) == REQUIRED_K8S_KEYS | {"storage_class", "environments", "extra_annotations"}
     assert k8s["image"] == "registry.example.org/jupyter/jupyter-scheduler-k8s-executor:0.1.0-cuda"
     assert k8s["image_pull_policy"] == "Always"
     assert (k8s["storage_size"], k8s["storage_class"]) == ("5Gi", "fast-ssd")
     assert (k8s["cpu_request"], k8s["memory_request"], k8s["memory_limit"]) == ("1", "2Gi", "4Gi")
-    assert "cpu_limit" not in k8s
+    assert k8s["cpu_limit"] == ""  # "" turns the default limit off
     assert k8s["profiles"]["gpu"] == {
         "description": "1 NVIDIA GPU, 16 GiB", "cpu_request": "4", "memory_request": "16Gi",
         "memory_limit": "16Gi", "gpu": 1, "node_selector": {"accelerator": "nvidia"},

@@ -109,8 +109,8 @@ app.kubernetes.io/component: {{ . }}
 
 {{- /*
   Adds cpu_request, cpu_limit, memory_request and memory_limit to .out from a
-  {requests: {cpu, memory}, limits: {cpu, memory}} block, leaving out the unset ones so that the
-  backend's own default applies.
+  {requests: {cpu, memory}, limits: {cpu, memory}} block. Null ones are left out, so that the
+  backend's own default applies; "" is kept and means none.
 */}}
 {{- define "jupyter-scheduler-k8s.addResources" -}}
 {{- $res := .resources | default dict }}
@@ -118,7 +118,7 @@ app.kubernetes.io/component: {{ . }}
 {{- $block := get $res $kind | default dict }}
 {{- range $resource := list "cpu" "memory" }}
 {{- $value := get $block $resource }}
-{{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
+{{- if not (kindIs "invalid" $value) }}
 {{- $_ := set $.out (printf "%s_%s" $resource (trimSuffix "s" $kind)) (include "jupyter-scheduler-k8s.quantity" $value) }}
 {{- end }}
 {{- end }}
@@ -143,6 +143,7 @@ app.kubernetes.io/component: {{ . }}
   "scheduling_timeout_seconds" (int64 $jobs.schedulingTimeoutSeconds)
   "collect_hold_seconds" (int64 $jobs.collectHoldSeconds)
   "output_size_limit" (int64 $jobs.outputSizeLimitBytes)
+  "run_log_limit" (int64 $jobs.runLogLimitBytes)
   "node_selector" ($executor.nodeSelector | default dict)
   "tolerations" ($executor.tolerations | default list)
   "default_profile" ($executor.defaultProfile | default "")
