@@ -231,7 +231,7 @@ def resolve_profile(cfg: K8sConfig, name) -> dict:
     if not cfg.profiles:
         if name and name != "default":
             raise UnknownProfileError(f"Unknown compute type {name!r}: this server offers no compute profiles")
-        return base
+        return _fit_requests_to_limits(base, {})
     name = name or cfg.default_profile or next(iter(cfg.profiles))
     if name not in cfg.profiles:
         raise UnknownProfileError(f"Unknown compute type {name!r}; valid: {', '.join(cfg.profiles)}")
@@ -239,18 +239,25 @@ def resolve_profile(cfg: K8sConfig, name) -> dict:
     for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpu", "timeout_seconds"):
         if profile.get(key) not in (None, ""):
             base[key] = profile[key]
-    from kubernetes.utils import parse_quantity  # here: importing kubernetes takes seconds
-
     base["node_selector"].update(profile.get("node_selector") or {})
     base["tolerations"] += list(profile.get("tolerations") or [])
+    return _fit_requests_to_limits(base, profile)
+
+
+def _fit_requests_to_limits(resolved: dict, profile: dict) -> dict:
+    """Kubernetes refuses a container whose request exceeds its limit. A profile that asks for
+    more than the limit it inherits gets a limit to match; otherwise the limit wins (a memory
+    limit set below the default request means "this much", as a lone limit does in Kubernetes)."""
+    from kubernetes.utils import parse_quantity  # here: importing kubernetes takes seconds
+
     for resource in ("cpu", "memory"):
-        request, limit = base[f"{resource}_request"], base[f"{resource}_limit"]
-        # A profile that asks for more than the inherited limit gets a limit to match: Kubernetes
-        # refuses a container whose request exceeds its limit.
-        if request and limit and profile.get(f"{resource}_limit") in (None, "") \
-                and parse_quantity(request) > parse_quantity(limit):
-            base[f"{resource}_limit"] = request
-    return base
+        request, limit = resolved[f"{resource}_request"], resolved[f"{resource}_limit"]
+        if request and limit and parse_quantity(request) > parse_quantity(limit):
+            if profile.get(f"{resource}_request") not in (None, "") and profile.get(f"{resource}_limit") in (None, ""):
+                resolved[f"{resource}_limit"] = request
+            else:
+                resolved[f"{resource}_request"] = limit
+    return resolved
 
 
 def image_for(cfg: K8sConfig, environment) -> str:

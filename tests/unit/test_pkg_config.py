@@ -252,3 +252,15 @@ def test_pull_policy():
     assert pull_policy(None, "in-cluster") == "IfNotPresent"
     assert pull_policy("Always", "kind-jsk8s") == "Always"
     assert pull_policy("IfNotPresent", "minikube") == "IfNotPresent"
+
+
+def test_a_limit_below_the_default_request_lowers_the_request():
+    resolved = resolve_profile(make(memory_limit="300Mi"), None)
+    assert (resolved["memory_request"], resolved["memory_limit"]) == ("300Mi", "300Mi")
+
+
+def test_a_profile_request_above_the_inherited_limit_raises_the_limit():
+    cfg = make(profiles={"big": {"memory_request": "8Gi"}, "capped": {"memory_limit": "512Mi"}})
+    assert (resolve_profile(cfg, "big")["memory_request"], resolve_profile(cfg, "big")["memory_limit"]) == ("8Gi", "8Gi")
+    assert (resolve_profile(cfg, "capped")["memory_request"], resolve_profile(cfg, "capped")["memory_limit"]) == \
+        ("512Mi", "512Mi")
