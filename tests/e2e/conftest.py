@@ -1,15 +1,94 @@
-"""Fixtures that drive real jupyter-scheduler Schedulers against the local cluster."""
+"""Fixtures that drive real jupyter-scheduler Schedulers against the local cluster.
+
+The product runs as it does when installed: the chart is installed once per session, and the
+code under test gets a kubeconfig holding a token of the chart's ServiceAccount, so the chart's
+Role and admission policies apply to every request it makes. The admin kubeconfig is for
+fixtures and for inspecting the namespace only.
+"""
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from jupyter_scheduler.environments import CondaEnvironmentManager
 from jupyter_scheduler.models import CreateJob, Status
 from jupyter_scheduler.orm import create_tables
 from jupyter_scheduler.scheduler import Scheduler
 
 TERMINAL = {Status.COMPLETED, Status.FAILED, Status.STOPPED}
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "chart"))
+import helmrender  # noqa: E402
+
+# The release the product-identity tests use (test_chart_e2e installs and uninstalls its own).
+RELEASE, RELEASE_NS = "installed", "jhub-installed"
+FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
+JOBS_NS = f"{RELEASE_NS}-jobs"
+
+
+def helm(*args, kubeconfig):
+    helm_bin = helmrender.helm_path()
+    assert helm_bin, "helm not built (ci/cluster/build tools)"
+    return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
+
+
+def chart_values_for(executor_image):
+    name, tag = executor_image.rsplit(":", 1)
+    return ["--set", f"executor.image.name={name}", "--set", f"executor.image.tag={tag}",
+            "--set", "executor.image.pullPolicy=Never"]
+
+
+@pytest.fixture(scope="session")
+def installed_chart(kubeconfig, executor_image, core):
+    """The chart, installed as an operator would (release namespace + jobs namespace)."""
+    result = helm("install", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--create-namespace", "--wait",
+                  *chart_values_for(executor_image), kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    yield JOBS_NS
+    helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", kubeconfig=kubeconfig)
+    try:
+        core.delete_namespace(RELEASE_NS)
+    except Exception:  # noqa: BLE001 - best effort; the cluster is torn down after the run
+        pass
+
+
+def service_account_kubeconfig(api_client, core, namespace, service_account, path, seconds=4 * 3600):
+    """A kubeconfig holding a token of `service_account` (what `kubectl create token` makes)."""
+    from kubernetes import client
+    token = core.create_namespaced_service_account_token(service_account, namespace, client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds))).status.token
+    cfg = api_client.configuration
+    yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "jsk8s-sa",
+        "clusters": [{"name": "jsk8s", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "jsk8s-sa", "context": {"cluster": "jsk8s", "user": service_account,
+                                                     "namespace": namespace}}],
+    }, open(path, "w"))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def product_kubeconfig(installed_chart, api_client, core, tmp_path_factory):
+    """The identity the product has when installed: the chart's ServiceAccount."""
+    path = tmp_path_factory.mktemp("identity") / "kubeconfig"
+    return service_account_kubeconfig(api_client, core, RELEASE_NS, FULLNAME, path)
+
+
+@pytest.fixture
+def jobs_namespace(installed_chart, core, batch):
+    """The installed chart's jobs namespace. Whatever a failed test left there is removed
+    afterwards (as admin), so that one failure does not cascade into the next test."""
+    yield installed_chart
+    for job in batch.list_namespaced_job(installed_chart).items:
+        batch.delete_namespaced_job(job.metadata.name, installed_chart, propagation_policy="Background")
+    core.delete_collection_namespaced_pod(installed_chart, grace_period_seconds=0)
+    core.delete_collection_namespaced_persistent_volume_claim(installed_chart)
 
 
 def write_notebook(path, *sources, kernel="python3", parameters_cell=None):
@@ -65,13 +144,18 @@ class SchedulerHarness:
 
 
 @pytest.fixture
-def k8s_env(monkeypatch, kubeconfig, namespace, executor_image):
+def k8s_env(monkeypatch, product_kubeconfig, jobs_namespace, executor_image):
     """Environment for the K8sExecutionManager in jupyter-scheduler's spawned child process,
-    which sees no traitlets config: the K8S_* fallbacks carry it."""
-    monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    monkeypatch.setenv("K8S_NAMESPACE", namespace)
+    which sees no traitlets config: the K8S_* fallbacks carry it. Small requests, so that the
+    tests fit this machine whatever the defaults."""
+    monkeypatch.setenv("KUBECONFIG", product_kubeconfig)
+    monkeypatch.setenv("K8S_NAMESPACE", jobs_namespace)
     monkeypatch.setenv("K8S_IMAGE", executor_image)
-    return namespace
+    monkeypatch.setenv("K8S_IMAGE_PULL_POLICY", "Never")
+    monkeypatch.setenv("K8S_EXECUTOR_CPU_REQUEST", "100m")
+    monkeypatch.setenv("K8S_EXECUTOR_MEMORY_REQUEST", "256Mi")
+    monkeypatch.setenv("K8S_EXECUTOR_MEMORY_LIMIT", "1Gi")
+    return jobs_namespace
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 user server uses it (the chart's ServiceAccount, in-cluster config, the chart's ConfigMap)."""
 import json
 import os
-import subprocess
 import sys
-
 import time
 from pathlib import Path
 
@@ -13,9 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "chart"))
-import helmrender  # noqa: E402
+from .conftest import ROOT, chart_values_for, helm, helmrender
 
 pytestmark = pytest.mark.e2e
 RELEASE, NS = "jsk8s", "jhub-e2e"
@@ -23,12 +19,6 @@ JOBS_NS = f"{NS}-jobs"
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
 SERVER_POD = "fake-user-server"
 CONFIG_DIR = "/usr/local/etc/jupyter-scheduler-k8s"
-
-
-def helm(*args, kubeconfig):
-    helm_bin = helmrender.helm_path()
-    assert helm_bin, "helm not built (ci/cluster/build tools)"
-    return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
 
 
 def python_home():
@@ -72,10 +62,8 @@ def exec_in(core, command, timeout=300):
 
 @pytest.fixture(scope="module")
 def chart(kubeconfig, executor_image, core):
-    name, tag = executor_image.rsplit(":", 1)
     result = helm("install", RELEASE, str(helmrender.CHART), "-n", NS, "--create-namespace", "--wait",
-                  "--set", f"executor.image.name={name}", "--set", f"executor.image.tag={tag}",
-                  "--set", "executor.image.pullPolicy=Never", kubeconfig=kubeconfig)
+                  *chart_values_for(executor_image), kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     yield result.stdout
     helm("uninstall", RELEASE, "-n", NS, "--wait", kubeconfig=kubeconfig)

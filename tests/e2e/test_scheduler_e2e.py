@@ -1,183 +1,204 @@
-"""Issue 5 end to end: K8sScheduler stops, deletes, recovers, times out, places and logs jobs."""
+"""K8sScheduler as installed: a real Jupyter server, configured by the chart's ConfigMap, holding a
+token of the chart's ServiceAccount, driven through the REST API that JupyterLab's scheduler UI
+calls. Stop, delete, recovery after the server is killed, timeouts, profiles, output formats and
+the run log, each leaving nothing behind in the jobs namespace."""
+import copy
 import json
-import os
-import signal
-import subprocess
-import sys
+import sqlite3
 import time
-from pathlib import Path
+import urllib.error
 
+import nbformat
 import pytest
-from jupyter_scheduler.models import Status
-from traitlets.config import Config
 
-from .conftest import SchedulerHarness, leftovers, write_notebook
+from .conftest import FULLNAME, RELEASE_NS, leftovers, write_notebook
+from .jupyter_server import JupyterServer
 
 pytestmark = pytest.mark.e2e
-HOST = str(Path(__file__).with_name("scheduler_host.py"))
 
-
-def k8s_config(namespace, image, **extra):
-    c = Config()
-    c.K8sConfig.namespace = namespace
-    c.K8sConfig.image = image
-    c.K8sScheduler.recovery_interval_seconds = 2
-    for key, value in extra.items():
-        c.K8sConfig[key] = value
-    return c
-
-
-@pytest.fixture
-def make_scheduler(tmp_path, kubeconfig, namespace, executor_image, monkeypatch):
-    from jupyter_scheduler_k8s.scheduler import K8sScheduler
-    monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    made = []
-
-    def make(name="k8s", **extra):
-        h = SchedulerHarness(tmp_path, name, None, scheduler_class=K8sScheduler,
-                             config=k8s_config(namespace, executor_image, **extra))
-        made.append(h)
-        return h
-    yield make
-    for h in made:
-        h.scheduler.shutdown()
-
-
-def _wait_pod_running(core, namespace, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = core.list_namespaced_pod(namespace).items
-        if pods and pods[0].status.phase == "Running":
-            return pods[0]
-        time.sleep(0.3)
-    raise AssertionError("no running job pod")
-
-
-def test_completes_with_run_log(make_scheduler, core, batch, namespace):
-    h = make_scheduler()
-    write_notebook(str(h.root / "hello.ipynb"), "print('printed by the notebook')")
-    job = h.wait(h.submit("hello.ipynb"))
-    assert job.status == Status.COMPLETED, job.status_message
-    log_file = h.output(job, "log")
-    assert "printed by the notebook" in open(log_file, encoding="utf-8").read()
-    assert leftovers(core, batch, namespace) == []
-
-
-def test_stop_running_job_keeps_partial_outputs(make_scheduler, core, batch, namespace):
-    h = make_scheduler()
-    write_notebook(str(h.root / "sleepy.ipynb"), "print('first cell done')", "import time; time.sleep(300)")
-    job_id = h.submit("sleepy.ipynb")
-    _wait_pod_running(core, namespace)
-    time.sleep(4)  # let the first cell run
-    started = time.monotonic()
-    h.scheduler.stop_job(job_id)
-    while h.scheduler.get_job(job_id, job_files=False).status != Status.STOPPED:
-        assert time.monotonic() - started < 5, "not STOPPED within 5 s"
-        time.sleep(0.1)
-    assert leftovers(core, batch, namespace) == []
-    job = h.scheduler.get_job(job_id, job_files=False)
-    assert job.status == Status.STOPPED
-    # The executor saved the notebook as it was when stopped; the backend collected it.
-    assert "first cell done" in open(h.output(job, "ipynb"), encoding="utf-8").read()
-
-
-def test_delete_removes_everything(make_scheduler, core, batch, namespace):
-    h = make_scheduler()
-    write_notebook(str(h.root / "sleepy.ipynb"), "import time; time.sleep(300)")
-    job_id = h.submit("sleepy.ipynb")
-    _wait_pod_running(core, namespace)
-    staging = os.path.dirname(h.scheduler.get_staging_paths(h.scheduler.get_job(job_id, job_files=False))["input"])
-    h.scheduler.delete_job(job_id)
-    assert not os.path.exists(staging)
-    assert leftovers(core, batch, namespace) == []
-
-
-def test_timeout_gives_failed_with_timeout_message(make_scheduler, core, batch, namespace):
-    h = make_scheduler(timeout_seconds=5)
-    write_notebook(str(h.root / "sleepy.ipynb"), "import time; time.sleep(120)")
-    job = h.wait(h.submit("sleepy.ipynb"), timeout=90)
-    assert job.status == Status.FAILED
-    assert "timed out after 5 s" in job.status_message
-    assert leftovers(core, batch, namespace) == []
-
-
+# Small requests, so that a few jobs at once fit this 2-core machine whatever the defaults.
+TEST_RESOURCES = {"cpu_request": "100m", "memory_request": "256Mi", "memory_limit": "1Gi"}
 GPU_PROFILES = {"cpu": {"cpu_request": "100m"}, "one-gpu": {"gpu": 1}, "two-gpus": {"gpu": 2}}
 
 
-def test_gpu_profile_runs_and_overcommit_fails_unschedulable(make_scheduler, core, batch, namespace):
-    h = make_scheduler(profiles=GPU_PROFILES, scheduling_timeout_seconds=20)
-    write_notebook(str(h.root / "gpu.ipynb"), "print('gpu ok')")
-    ok = h.wait(h.submit("gpu.ipynb", compute_type="one-gpu"))
-    assert ok.status == Status.COMPLETED, ok.status_message
-    too_many = h.wait(h.submit("gpu.ipynb", compute_type="two-gpus"), timeout=120)
-    assert too_many.status == Status.FAILED
-    assert "Unschedulable" in too_many.status_message and "nvidia.com/gpu" in too_many.status_message
-    assert leftovers(core, batch, namespace) == []
-
-
-def test_unknown_profile_is_rejected_at_submit(make_scheduler):
-    from jupyter_scheduler.exceptions import SchedulerError
-    h = make_scheduler(profiles=GPU_PROFILES)
-    write_notebook(str(h.root / "gpu.ipynb"), "1")
-    with pytest.raises(SchedulerError, match="valid: cpu, one-gpu, two-gpus"):
-        h.submit("gpu.ipynb", compute_type="huge")
-
-
-def _host(state, *args, **kw):
-    return subprocess.Popen([sys.executable, HOST, str(state), *args], stdout=subprocess.PIPE, text=True, **kw)
+@pytest.fixture(scope="session")
+def chart_config(installed_chart, core):
+    """The jupyter_server_config.json the chart hands to user servers."""
+    cm = core.read_namespaced_config_map(f"{FULLNAME}-config", RELEASE_NS)
+    return json.loads(cm.data["jupyter_server_config.json"])
 
 
 @pytest.fixture
-def server_state(tmp_path, kubeconfig, namespace, executor_image, monkeypatch):
-    """The state dir of a scheduler_host.py "server": its root dir, DB and config."""
-    monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    state = tmp_path / "server"
-    (state / "root").mkdir(parents=True)
-    (state / "config.json").write_text(json.dumps(k8s_config(namespace, executor_image)))
-    return state
+def make_server(tmp_path, chart_config, product_kubeconfig, jobs_namespace):
+    """Starts a Jupyter server on a state dir (one per name: a restart reuses it)."""
+    started = []
+
+    def make(name="server", recovery_interval=2, **k8s):
+        config = copy.deepcopy(chart_config)
+        config["K8sConfig"].update(TEST_RESOURCES, **k8s)
+        config.setdefault("K8sScheduler", {})["recovery_interval_seconds"] = recovery_interval
+        server = JupyterServer(tmp_path / name, config, product_kubeconfig)
+        started.append(server)
+        return server.start()
+    yield make
+    for server in started:
+        server.stop()
 
 
-def _submit_and_kill(state, core, namespace, notebook, extra=None):
-    """Submits through a host process, waits for the job's pod to run, then SIGKILLs the host."""
-    server = _host(state, "submit", notebook, json.dumps(extra or {}))
-    job_id = server.stdout.readline().strip()
-    _wait_pod_running(core, namespace)
-    server.send_signal(signal.SIGKILL)  # the user's server dies mid-job
-    server.wait()
-    return job_id
+def _wait_pods_running(core, namespace, count=1, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [p for p in core.list_namespaced_pod(namespace).items if p.status.phase == "Running"]
+        if len(pods) >= count:
+            return pods
+        assert time.monotonic() < deadline, f"fewer than {count} running job pods"
+        time.sleep(0.3)
 
+
+def _listed(server, job_id) -> bool:
+    return job_id in [j["job_id"] for j in server.request("GET", "/scheduler/jobs?max_items=1000")["jobs"]]
+
+
+# ---- stop and delete ---------------------------------------------------------------------------------
+
+def test_stop_running_job_keeps_partial_outputs(make_server, core, batch, jobs_namespace):
+    server = make_server()
+    write_notebook(str(server.root / "sleepy.ipynb"), "print('first cell done')", "import time; time.sleep(300)")
+    job_id = server.create_job("sleepy.ipynb")
+    _wait_pods_running(core, jobs_namespace)
+    time.sleep(4)  # let the first cell run
+    server.stop_job(job_id)
+    assert server.job(job_id)["status"] == "STOPPED"
+    assert leftovers(core, batch, jobs_namespace) == []
+    job = server.job(job_id)
+    assert job["status"] == "STOPPED" and job["status_message"] == "stopped by the user"
+    # The executor saved the notebook as it was when stopped; the backend collected it.
+    assert "first cell done" in server.output(job, "ipynb").read_text()
+
+
+@pytest.mark.parametrize("state", ["running", "completed", "stopped"])
+def test_delete_removes_everything(make_server, core, batch, jobs_namespace, state):
+    server = make_server()
+    write_notebook(str(server.root / "nap.ipynb"), "import time; time.sleep(300 if %r == 'running' else 0)" % state)
+    job_id = server.create_job("nap.ipynb")
+    if state == "completed":
+        assert server.wait(job_id)["status"] == "COMPLETED"
+    else:
+        _wait_pods_running(core, jobs_namespace)
+    if state == "stopped":
+        server.stop_job(job_id)
+        assert server.job(job_id)["status"] == "STOPPED"
+    staging = server.staging_dir(job_id)
+    assert staging.exists()
+    server.delete_job(job_id)
+    assert not _listed(server, job_id)
+    assert not staging.exists()
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+# ---- recovery after the server is killed ----------------------------------------------------------------
 
 @pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
-def test_recovery_after_server_killed_mid_job(server_state, namespace, core, batch, fails):
-    state = server_state
+def test_recovery_after_server_killed_mid_job(make_server, core, batch, jobs_namespace, fails):
+    server = make_server()
     body = "import time; time.sleep(8); print('slept')" + ("; raise RuntimeError('failed while nobody watched')" if fails else "")
-    write_notebook(str(state / "root" / "nap.ipynb"), body)
-    job_id = _submit_and_kill(state, core, namespace, "nap.ipynb", {"output_formats": ["ipynb", "html"]})
+    write_notebook(str(server.root / "nap.ipynb"), body)
+    job_id = server.create_job("nap.ipynb", output_formats=["ipynb", "html"])
+    _wait_pods_running(core, jobs_namespace)
+    server.kill()
     time.sleep(12)  # the notebook ends while no server is there
-    waiter = _host(state, "wait", job_id, "120")
-    out, _ = waiter.communicate(timeout=180)
-    job = json.loads(out)
+    job = make_server().wait(job_id, timeout=180)
     if fails:
         assert job["status"] == "FAILED"
         assert "RuntimeError" in job["status_message"] and "failed while nobody watched" in job["status_message"]
     else:
         assert job["status"] == "COMPLETED", job["status_message"]
-    staging = state / "staging" / job_id
-    outputs = {p.suffix for p in staging.iterdir()}
-    assert {".ipynb", ".html", ".log"} <= outputs
-    assert leftovers(core, batch, namespace) == []
+    assert {".ipynb", ".html", ".log"} <= {p.suffix for p in server.staging_dir(job_id).iterdir()}
+    assert "slept" in server.output(job, "log").read_text()
+    assert leftovers(core, batch, jobs_namespace) == []
 
 
-def test_delete_after_restart_removes_everything(server_state, namespace, core, batch):
-    state = server_state
-    write_notebook(str(state / "root" / "nap.ipynb"), "import time; time.sleep(300)")
-    job_id = _submit_and_kill(state, core, namespace, "nap.ipynb")
-    sys.path.insert(0, os.path.dirname(HOST))
-    from scheduler_host import scheduler
-    s = scheduler(state)
-    try:
-        s.delete_job(job_id)
-    finally:
-        s.shutdown()
-    assert not (state / "staging" / job_id).exists()
-    assert leftovers(core, batch, namespace) == []
+def test_recovery_goes_on_past_jobs_it_cannot_take_up(make_server, core, batch, jobs_namespace):
+    """Three jobs in flight when the server dies: one whose profile is gone from the config when
+    it comes back, one the DB holds as STOPPING, and a healthy one, which must still complete."""
+    profiles = {"small": {"cpu_request": "100m"}, "doomed": {"cpu_request": "100m"}}
+    server = make_server(profiles=profiles)
+    write_notebook(str(server.root / "nap.ipynb"), "import time; time.sleep(15); print('slept')")
+    doomed = server.create_job("nap.ipynb", compute_type="doomed")
+    stopping = server.create_job("nap.ipynb", compute_type="small")
+    healthy = server.create_job("nap.ipynb", compute_type="small")
+    _wait_pods_running(core, jobs_namespace, count=3)
+    server.kill()
+    with sqlite3.connect(server.state / "data" / "scheduler.sqlite") as db:
+        db.execute("UPDATE jobs SET status = 'STOPPING' WHERE job_id = ?", (stopping,))
+    restarted = make_server(profiles={"small": profiles["small"]})
+    assert restarted.wait(healthy, timeout=180)["status"] == "COMPLETED"
+    failed = restarted.wait(doomed, timeout=60)
+    assert failed["status"] == "FAILED"
+    assert "Unknown compute type 'doomed'" in failed["status_message"] and "small" in failed["status_message"]
+    assert restarted.wait(stopping, timeout=60)["status"] == "STOPPED"
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+# ---- what the form sends, and what comes back ----------------------------------------------------------
+
+def test_form_defaults_every_offered_format(make_server, core, batch, jobs_namespace):
+    server = make_server()
+    write_notebook(str(server.root / "report.ipynb"), "total = sum(range(10))\nprint('total is', total)")
+    defaults = server.form_defaults()
+    assert set(defaults["output_formats"]) == {"ipynb", "html", "md", "py"}
+    job = server.wait(server.create_job("report.ipynb", **defaults))
+    assert job["status"] == "COMPLETED", job["status_message"]
+    assert "total is 45" in server.output(job, "md").read_text()
+    script = server.output(job, "py").read_text()
+    assert "total = sum(range(10))" in script
+    compile(script, "report.py", "exec")
+    assert nbformat.read(server.output(job, "ipynb"), as_version=4).cells[0].outputs[0]["text"] == "total is 45\n"
+    assert "total is 45" in server.output(job, "html").read_text()
+    assert "total is 45" in server.output(job, "log").read_text()
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_long_failing_run_log_keeps_the_traceback(make_server, core, batch, jobs_namespace):
+    server = make_server(run_log_limit=64 * 1024)
+    write_notebook(str(server.root / "chatty.ipynb"),
+                   "for i in range(20000):\n    print('line', i, 'x' * 40)",
+                   "def deep():\n    raise ValueError('the real reason')\ndeep()")
+    job = server.wait(server.create_job("chatty.ipynb"))
+    assert job["status"] == "FAILED" and "the real reason" in job["status_message"]
+    log = server.output(job, "log").read_text()
+    assert len(log.encode()) <= 64 * 1024 + 200
+    assert log.startswith("[jsk8s] the first ") and "line 0 " not in log
+    tail = "\n".join(log.splitlines()[-20:])
+    assert "ValueError" in tail and "the real reason" in tail and "deep()" in tail
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+# ---- limits and profiles ---------------------------------------------------------------------------------
+
+def test_timeout_gives_failed_with_timeout_message(make_server, core, batch, jobs_namespace):
+    server = make_server(timeout_seconds=5)
+    write_notebook(str(server.root / "sleepy.ipynb"), "import time; time.sleep(120)")
+    job = server.wait(server.create_job("sleepy.ipynb"), timeout=90)
+    assert job["status"] == "FAILED"
+    assert "timed out after 5 s" in job["status_message"]
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_gpu_profile_runs_and_overcommit_fails_unschedulable(make_server, core, batch, jobs_namespace):
+    server = make_server(profiles=GPU_PROFILES, scheduling_timeout_seconds=20)
+    write_notebook(str(server.root / "gpu.ipynb"), "print('gpu ok')")
+    ok = server.wait(server.create_job("gpu.ipynb", compute_type="one-gpu"))
+    assert ok["status"] == "COMPLETED", ok["status_message"]
+    too_many = server.wait(server.create_job("gpu.ipynb", compute_type="two-gpus"), timeout=120)
+    assert too_many["status"] == "FAILED"
+    assert "Unschedulable" in too_many["status_message"] and "nvidia.com/gpu" in too_many["status_message"]
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_unknown_profile_is_rejected_at_submit(make_server):
+    server = make_server(profiles=GPU_PROFILES)
+    write_notebook(str(server.root / "gpu.ipynb"), "1")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        server.create_job("gpu.ipynb", compute_type="huge")
+    assert "valid: cpu, one-gpu, two-gpus" in e.value.read().decode()

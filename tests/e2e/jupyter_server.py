@@ -1,0 +1,128 @@
+"""A user's Jupyter server, for real: `jupyter server` with jupyter-scheduler, configured by the
+chart's ConfigMap, holding the chart's ServiceAccount token, driven through the REST API that
+JupyterLab's scheduler UI calls. Tests can SIGKILL it mid-job and start it again on the same
+state (database, staging area, root dir)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterServer:
+    def __init__(self, state: Path, config: dict, kubeconfig: str, username: str = "e2e-user"):
+        self.state, self.config, self.kubeconfig, self.username = Path(state), config, kubeconfig, username
+        self.root = self.state / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.token = uuid.uuid4().hex
+        self.process = None
+        self.url = None
+
+    # ---- process ------------------------------------------------------------------------------
+    def start(self, timeout: float = 90) -> "JupyterServer":
+        config_dir = self.state / "config"
+        config_dir.mkdir(exist_ok=True)
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=1))
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER"))}
+        env.update(JUPYTER_CONFIG_DIR=str(config_dir), JUPYTER_DATA_DIR=str(self.state / "data"),
+                   JUPYTER_RUNTIME_DIR=str(self.state / "runtime"), KUBECONFIG=self.kubeconfig,
+                   JSK8S_USERNAME=self.username)
+        log = open(self.state / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={self.root}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", "/api/status")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                assert self.process.poll() is None, f"jupyter server exited: {self.log_tail()}"
+                assert time.monotonic() < deadline, f"jupyter server did not answer: {self.log_tail()}"
+                time.sleep(0.3)
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-job, as when its pod is evicted or culled abruptly."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.state / "server.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # ---- the REST API the scheduler UI uses ---------------------------------------------------------
+    def request(self, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Authorization": f"token {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as response:
+            text = response.read().decode()
+            return json.loads(text) if text else None
+
+    def form_defaults(self) -> dict:
+        """What the "Create job" form sends when nothing is changed: the first environment, every
+        output format it offers (all are checked), its default compute type."""
+        env = self.request("GET", "/scheduler/runtime_environments")[0]
+        return {"runtime_environment_name": env["name"], "output_formats": list(env["output_formats"]),
+                "compute_type": env.get("default_compute_type"), "parameters": {}}
+
+    def create_job(self, input_uri: str, **fields) -> str:
+        body = {"input_uri": input_uri, "name": Path(input_uri).stem, "output_formats": ["ipynb"],
+                "runtime_environment_name": self.request("GET", "/scheduler/runtime_environments")[0]["name"]}
+        body.update(fields)
+        return self.request("POST", "/scheduler/jobs", body)["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/scheduler/jobs/{job_id}")
+
+    def stop_job(self, job_id: str) -> None:
+        self.request("PATCH", f"/scheduler/jobs/{job_id}", {"status": "STOPPED"})
+
+    def delete_job(self, job_id: str) -> None:
+        self.request("DELETE", f"/scheduler/jobs/{job_id}")
+
+    def wait(self, job_id: str, timeout: float = 240, until=TERMINAL) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in until:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s"
+            time.sleep(0.5)
+
+    def staging_dir(self, job_id: str) -> Path:
+        return self.state / "data" / "scheduler_staging_area" / job_id
+
+    def output(self, job: dict, fmt: str) -> Path:
+        """The staged output of a format (named like jupyter-scheduler's staging paths)."""
+        matches = [p for p in self.staging_dir(job["job_id"]).iterdir()
+                   if p.suffix == f".{fmt}" and p.name != job["input_filename"]]
+        assert len(matches) == 1, f"{fmt}: {matches}"
+        return matches[0]
