@@ -117,8 +117,8 @@ app.kubernetes.io/component: {{ . }}
 {{- range $kind := list "requests" "limits" }}
 {{- $block := get $res $kind | default dict }}
 {{- range $resource := list "cpu" "memory" }}
-{{- $value := get $block $resource }}
-{{- if not (kindIs "invalid" $value) }}
+{{- $value := index $block $resource }}
+{{- if and (hasKey $block $resource) (not (kindIs "invalid" $value)) }}
 {{- $_ := set $.out (printf "%s_%s" $resource (trimSuffix "s" $kind)) (include "jupyter-scheduler-k8s.quantity" $value) }}
 {{- end }}
 {{- end }}
