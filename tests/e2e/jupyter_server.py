@@ -35,7 +35,8 @@ class JupyterServer:
     # ---- process ------------------------------------------------------------------------------
     def start(self, timeout: float = 90) -> "JupyterServer":
         config_dir = self.state / "config"
-        config_dir.mkdir(exist_ok=True)
+        for directory in (config_dir, self.state / "data", self.state / "runtime"):
+            directory.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=1))
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER"))}
@@ -44,7 +45,8 @@ class JupyterServer:
                    JSK8S_USERNAME=self.username)
         log = open(self.state / "server.log", "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+            # --allow-root: CI runs as root; JupyterHub's user servers do not.
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.root}"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -90,7 +92,7 @@ class JupyterServer:
         """What the "Create job" form sends when nothing is changed: the first environment, every
         output format it offers (all are checked), its default compute type."""
         env = self.request("GET", "/scheduler/runtime_environments")[0]
-        return {"runtime_environment_name": env["name"], "output_formats": list(env["output_formats"]),
+        return {"runtime_environment_name": env["name"], "output_formats": [f["name"] for f in env["output_formats"]],
                 "compute_type": env.get("default_compute_type"), "parameters": {}}
 
     def create_job(self, input_uri: str, **fields) -> str:
