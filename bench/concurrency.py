@@ -33,10 +33,11 @@ def tree_rss_mb() -> float:
     return total / 2 ** 20
 
 
-def run_phase(name, harness, jobs, core, namespace):
+def run_phase(name, harness, jobs, core, namespace, deadline_seconds):
+    """Runs `jobs` sleeping jobs; jobs not done after `deadline_seconds` are reported by status."""
     ids = [harness.submit("sleep.ipynb", name=f"{name}-{i}") for i in range(jobs)]
     peak, all_running_at, start = 0.0, None, time.monotonic()
-    while True:
+    while time.monotonic() - start < deadline_seconds:
         peak = max(peak, tree_rss_mb())
         described = [harness.scheduler.get_job(i, job_files=False) for i in ids]
         # New jobs read STOPPED until the spawned executor starts (jupyter-scheduler #451).
@@ -86,6 +87,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--sleep", type=int, default=60)
     parser.add_argument("--namespace", default="jsk8s-bench")
+    parser.add_argument("--deadline", type=float, default=900,
+                        help="seconds each phase may take; jobs still in flight then are reported as such")
     parser.add_argument("--skip-stock", action="store_true")
     args = parser.parse_args()
 
@@ -141,7 +144,7 @@ def main():
         if not args.skip_stock:
             stock = SchedulerHarness(tmp, "stock", K8sExecutionManager, scheduler_class=Scheduler)
             write_notebook(str(stock.root / "sleep.ipynb"), f"import time; time.sleep({args.sleep})")
-            peak, running_at, total, done = run_phase("stock", stock, args.jobs, core, args.namespace)
+            peak, running_at, total, done = run_phase("stock", stock, args.jobs, core, args.namespace, args.deadline)
             print(f"stock: {args.jobs} jobs, all running after {running_at}s, all done after {total:.0f}s: {dict(done)}; "
                   f"peak RSS server+children {peak:.0f} MB")
     delete_namespace(core, args.namespace)
