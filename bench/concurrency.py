@@ -134,7 +134,7 @@ def main():
 
         base = tree_rss_mb()
         requests.clear()
-        peak, running_at, total, done = run_phase("ours", ours, args.jobs, core, args.namespace)
+        peak, running_at, total, done = run_phase("ours", ours, args.jobs, core, args.namespace, args.deadline)
         per_job = (sum(requests.values()) - sum(n for (m, p), n in requests.items() if m == "GET" and p.endswith("/pods"))) / args.jobs
         print(f"ours : {args.jobs} jobs, all running after {running_at}s, all done after {total:.0f}s: {dict(done)}; "
               f"peak RSS server+children {peak:.0f} MB (idle server {base:.0f} MB); "

@@ -134,13 +134,15 @@ def _delete(method, name: str, namespace: str, propagation_policy="Background", 
             raise
 
 
-def delete_objects(clients: Clients, namespace: str, job_id: str) -> None:
+def delete_objects(clients: Clients, namespace: str, job_id: str, collector: bool = True) -> None:
     """Deletes every object the backend creates for a job: the Job (its pods go with it), the
-    collector pod and the PVC. By name: the names are the backend's own (names.py), the chart's
-    Role grants delete and no deletecollection, and the admission policy checks every name."""
+    collector pod (unless the caller knows there is none) and the PVC. By name: the names are the
+    backend's own (names.py), the chart's Role grants delete and no deletecollection, and the
+    admission policy checks every name."""
     name = names.object_name(job_id)
     _delete(clients.batch.delete_namespaced_job, name, namespace)
-    _delete(clients.core.delete_namespaced_pod, names.collector_name(job_id), namespace)
+    if collector:
+        _delete(clients.core.delete_namespaced_pod, names.collector_name(job_id), namespace)
     _delete(clients.core.delete_namespaced_persistent_volume_claim, name, namespace)
 
 
@@ -268,8 +270,9 @@ class JobRun:
         return self.collect(name)
 
     def cleanup(self) -> None:
-        """Deletes the Job (and its pods), a collector pod and the PVC. Safe to call any number of times."""
-        delete_objects(self.clients, self.namespace, self.job.job_id)
+        """Deletes the Job (and its pods) and the PVC. Safe to call any number of times. A
+        collector pod is deleted where it was made (collect_from_volume)."""
+        delete_objects(self.clients, self.namespace, self.job.job_id, collector=False)
 
     def stop(self) -> None:
         """Deletes the Job gracefully: its pod gets SIGTERM and terminationGracePeriodSeconds to

@@ -159,7 +159,7 @@ class K8sScheduler(Scheduler):
         except Exception:  # noqa: BLE001 - the job is stopped either way; only its leftovers matter
             self.log.exception("collecting the partial outputs of stopped job %s failed", run.job.job_id)
         finally:
-            run._delete_quietly()
+            self._delete_objects_quietly(run.job.job_id)
 
     def delete_job(self, job_id: str):
         """Removes every Kubernetes object of the job, its staging files and its record,
@@ -185,10 +185,13 @@ class K8sScheduler(Scheduler):
                 {"status": Status.FAILED, "end_time": get_utc_timestamp(),
                  "status_message": reasons.short(message)}, synchronize_session=False)
             session.commit()
+        self._delete_objects_quietly(job_id)
+
+    def _delete_objects_quietly(self, job_id: str) -> None:
         try:
             delete_objects(self.clients, self.k8s.namespace, job_id)
-        except Exception:  # noqa: BLE001 - the Job's TTL is the backstop
-            self.log.exception("could not delete the Kubernetes objects of failed job %s", job_id)
+        except Exception:  # noqa: BLE001 - the job's outcome stands; the Job's TTL is the backstop
+            self.log.exception("could not delete the Kubernetes objects of job %s", job_id)
 
     # ---- recovery -----------------------------------------------------------------------------
     def recover(self) -> int:

@@ -119,23 +119,28 @@ def test_recovery_after_server_killed_mid_job(make_server, core, batch, jobs_nam
 
 
 def test_recovery_goes_on_past_jobs_it_cannot_take_up(make_server, core, batch, jobs_namespace):
-    """Three jobs in flight when the server dies: one whose profile is gone from the config when
-    it comes back, one the DB holds as STOPPING, and a healthy one, which must still complete."""
+    """Four jobs in flight when the server dies: one whose profile is gone from the config when it
+    comes back, one whose Job and PVC were deleted meanwhile, one the DB holds as STOPPING, and a
+    healthy one, which must still complete."""
+    from jupyter_scheduler_k8s import names
     profiles = {"small": {"cpu_request": "100m"}, "doomed": {"cpu_request": "100m"}}
     server = make_server(profiles=profiles)
     write_notebook(str(server.root / "nap.ipynb"), "import time; time.sleep(15); print('slept')")
     doomed = server.create_job("nap.ipynb", compute_type="doomed")
-    stopping = server.create_job("nap.ipynb", compute_type="small")
-    healthy = server.create_job("nap.ipynb", compute_type="small")
-    _wait_pods_running(core, jobs_namespace, count=3)
+    vanished, stopping, healthy = (server.create_job("nap.ipynb", compute_type="small") for _ in range(3))
+    _wait_pods_running(core, jobs_namespace, count=4)
     server.kill()
     with sqlite3.connect(server.state / "data" / "scheduler.sqlite") as db:
         db.execute("UPDATE jobs SET status = 'STOPPING' WHERE job_id = ?", (stopping,))
+    batch.delete_namespaced_job(names.object_name(vanished), jobs_namespace, propagation_policy="Foreground")
+    core.delete_namespaced_persistent_volume_claim(names.object_name(vanished), jobs_namespace)
     restarted = make_server(profiles={"small": profiles["small"]})
     assert restarted.wait(healthy, timeout=180)["status"] == "COMPLETED"
     failed = restarted.wait(doomed, timeout=60)
     assert failed["status"] == "FAILED"
     assert "Unknown compute type 'doomed'" in failed["status_message"] and "small" in failed["status_message"]
+    lost = restarted.wait(vanished, timeout=60)
+    assert lost["status"] == "FAILED" and "no longer exist" in lost["status_message"]
     assert restarted.wait(stopping, timeout=60)["status"] == "STOPPED"
     assert leftovers(core, batch, jobs_namespace) == []
 

@@ -1,0 +1,63 @@
+"""K8sScheduler.recover's bookkeeping, without a cluster: one job that cannot be taken up ends
+FAILED with its reason, and the round goes on to the next. (What recovery does on Kubernetes is
+tested end to end in tests/e2e/test_scheduler_e2e.py.)"""
+import pytest
+from jupyter_scheduler.environments import CondaEnvironmentManager
+from jupyter_scheduler.models import Status
+from jupyter_scheduler.orm import Job, create_tables
+from traitlets.config import Config
+
+from jupyter_scheduler_k8s.scheduler import K8sScheduler
+
+from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    db_url = f"sqlite:///{tmp_path}/scheduler.sqlite"
+    create_tables(db_url)
+    # No cluster: deleting the failed job's objects fails too, which must not matter.
+    config = Config({"K8sScheduler": {"recovery_interval_seconds": 3600},
+                     "K8sConfig": {"kubeconfig": str(tmp_path / "no-such-kubeconfig"),
+                                   "profiles": {"small": {}}}})
+    s = K8sScheduler(root_dir=str(tmp_path), environments_manager=CondaEnvironmentManager(), db_url=db_url,
+                     config=config, staging_path=str(tmp_path / "staging"))
+    yield s
+    s.shutdown()
+
+
+def _add(scheduler, name, **fields):
+    with scheduler.db_session() as session:
+        job = Job(name=name, input_filename=f"{name}.ipynb", runtime_environment_name="default",
+                  output_formats=["ipynb", "log"], status=Status.IN_PROGRESS, **fields)
+        session.add(job)
+        session.commit()
+        return job.job_id
+
+
+def test_one_job_that_cannot_be_taken_up_does_not_hold_up_the_others(scheduler, monkeypatch):
+    unreadable = _add(scheduler, "unreadable")
+    renamed = _add(scheduler, "renamed", compute_type="gone")
+    healthy = _add(scheduler, "healthy", compute_type="small")
+    tracked = []
+    monkeypatch.setattr(scheduler.monitor, "track", lambda run, submit=True: tracked.append(run.job.job_id))
+    run_for = scheduler._run_for
+
+    def run_for_or_fail(model, staging_paths):
+        if model.job_id == unreadable:
+            raise OSError("staging dir unreadable")
+        return run_for(model, staging_paths)
+    monkeypatch.setattr(scheduler, "_run_for", run_for_or_fail)
+
+    assert scheduler.recover() == 1
+    assert tracked == [healthy]
+    jobs = {j: scheduler.get_job(j, job_files=False) for j in (unreadable, renamed, healthy)}
+    assert jobs[healthy].status == Status.IN_PROGRESS
+    assert jobs[unreadable].status == Status.FAILED
+    assert jobs[unreadable].status_message == ("the job could not be recovered after a server restart: "
+                                               "OSError: staging dir unreadable")
+    assert jobs[renamed].status == Status.FAILED
+    assert "Unknown compute type 'gone'; valid: small" in jobs[renamed].status_message
+    assert jobs[renamed].end_time
