@@ -70,7 +70,8 @@ class K8sScheduler(Scheduler):
         # recovery must never take a job that is still being created for orphaned.
         self._tracking_lock = threading.Lock()
         self._recovery_stop = threading.Event()
-        threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True).start()
+        self._recovery_thread = threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True)
+        self._recovery_thread.start()
 
     # ---- jobs in ------------------------------------------------------------------------------
     def create_job(self, model: CreateJob) -> str:

@@ -24,6 +24,9 @@ def scheduler(tmp_path):
                                    "profiles": {"small": {}}}})
     s = K8sScheduler(root_dir=str(tmp_path), environments_manager=CondaEnvironmentManager(), db_url=db_url,
                      config=config, staging_path=str(tmp_path / "staging"))
+    # The test calls recover() itself: the background rounds must not take its jobs first.
+    s._recovery_stop.set()
+    s._recovery_thread.join(10)
     yield s
     s.shutdown()
 
