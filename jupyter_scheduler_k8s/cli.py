@@ -111,6 +111,7 @@ def cmd_run(args) -> int:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 shutil.copyfile(os.path.join(staging_dir, rel), target)
                 print(f"  wrote {target}")
+            run.cleanup_quietly(outcome)
         phase("done" if status == 0 else "failed")
         return status
 

@@ -1,12 +1,49 @@
-"""Kubernetes API clients, built lazily from config (never at import time or in a pickled object)."""
+"""Kubernetes API clients, built lazily from config (never at import time or in a pickled object).
+
+Every request has a timeout, and transient failures (connection resets, timeouts, 429 and 5xx
+answers) are retried with exponential backoff and jitter by urllib3's own Retry, which also
+honours Retry-After. A retried create that had in fact succeeded gets 409 and a retried delete
+404; the callers take both as done.
+"""
 import os
 import re
 from typing import Optional, Tuple
 
+import websocket
 from kubernetes import client, config
+from urllib3.util.retry import Retry
 
 LOCAL_CONTEXT = re.compile(r"^(kind-|k3d-|minikube$|docker-desktop$|docker-for-desktop$|jsk8s-local$)")
 IN_CLUSTER = "in-cluster"
+
+
+# (connect, read) seconds. Watches ask the server to end them sooner (timeout_seconds).
+REQUEST_TIMEOUT = (10, 60)
+# Exec connections (websocket-client) take their timeout from the library's default.
+EXEC_TIMEOUT = 60
+
+
+def api_retries() -> Retry:
+    """About a minute of retrying (0.5, 1, 2, 4, 8, 16, 16 s plus jitter) before a call fails."""
+    return Retry(total=7, connect=7, read=7, status=7, other=0,
+                 backoff_factor=0.5, backoff_max=16, backoff_jitter=0.5,
+                 status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
+                 respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False)
+
+
+class TimedApiClient(client.ApiClient):
+    """An ApiClient whose requests time out unless the caller gives a timeout of its own."""
+
+    def call_api(self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None):
+        return super().call_api(method, url, header_params, body, post_params, _request_timeout or REQUEST_TIMEOUT)
+
+
+def _api_client(configuration: client.Configuration) -> client.ApiClient:
+    configuration.retries = api_retries()
+    if websocket.getdefaulttimeout() is None:
+        # kubernetes' exec connects without a timeout; a black-holed API server would hold it forever.
+        websocket.setdefaulttimeout(EXEC_TIMEOUT)
+    return TimedApiClient(configuration)
 
 
 def load_api_client(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> Tuple[client.ApiClient, str]:
@@ -18,12 +55,12 @@ def load_api_client(kubeconfig: Optional[str] = None, context: Optional[str] = N
     configuration = client.Configuration()
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-        return client.ApiClient(configuration), context or _current_context(kubeconfig)
+        return _api_client(configuration), context or _current_context(kubeconfig)
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(config.incluster_config.SERVICE_TOKEN_FILENAME):
         config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration), IN_CLUSTER
+        return _api_client(configuration), IN_CLUSTER
     config.load_kube_config(context=context, client_configuration=configuration)
-    return client.ApiClient(configuration), context or _current_context(None)
+    return _api_client(configuration), context or _current_context(None)
 
 
 def _current_context(path: Optional[str]) -> str:

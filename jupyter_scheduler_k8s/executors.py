@@ -69,15 +69,31 @@ class K8sExecutionManager(ExecutionManager):
     def execute(self):
         job = NotebookJob.from_staging_paths(self.job_id, self.staging_paths, self.model)
         cfg = K8sConfig(config=self.k8s_config)
-        run = JobRun(job, cfg, Clients(cfg.kubeconfig, cfg.context),
-                     on_phase=lambda phase: log.info("job %s: %s", self.job_id, phase))
+        run = self._run = JobRun(job, cfg, Clients(cfg.kubeconfig, cfg.context),
+                                 on_phase=lambda phase: log.info("job %s: %s", self.job_id, phase))
         try:
-            outcome = run.run()
+            self._outcome = run.run()
         except JobFailed as e:
+            self._outcome = e.outcome
             if e.outcome is not None:
                 self.record_files(e.outcome)
             raise
-        self.record_files(outcome)
+        self.record_files(self._outcome)
+
+    # The job's objects go once its outcome is in the DB (process() records it after execute()).
+    _run, _outcome = None, None
+
+    def on_complete(self):
+        super().on_complete()
+        self._clean_up()
+
+    def on_failure(self, e: Exception):
+        super().on_failure(e)
+        self._clean_up()
+
+    def _clean_up(self):
+        if self._run is not None and self._outcome is not None:
+            self._run.cleanup_quietly(self._outcome)
 
     def record_files(self, outcome: Outcome) -> None:
         """Side-effect files join packaged_files, so the UI's download copies them."""

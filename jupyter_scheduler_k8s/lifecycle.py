@@ -91,6 +91,8 @@ class Outcome:
     message: str = ""
     outputs: List[str] = field(default_factory=list)
     side_effects: List[str] = field(default_factory=list)
+    # Collection failed but the outputs may be on the PVC: cleanup keeps it (the message says where).
+    keep_volume: bool = False
 
 
 class JobFailed(Exception):
@@ -206,7 +208,7 @@ class JobRun:
         try:
             self._create(self.clients.batch.create_namespaced_job, job)
         except ApiException:
-            self._delete_quietly()
+            self.cleanup_quietly()
             raise
         self.submitted = time.monotonic()
 
@@ -269,10 +271,13 @@ class JobRun:
             raise JobFailed(answer.message)
         return self.collect(name)
 
-    def cleanup(self) -> None:
-        """Deletes the Job (and its pods) and the PVC. Safe to call any number of times. A
-        collector pod is deleted where it was made (collect_from_volume)."""
-        delete_objects(self.clients, self.namespace, self.job.job_id, collector=False)
+    def cleanup(self, outcome: Optional[Outcome] = None) -> None:
+        """Deletes the Job (and its pods) and the PVC, unless the outcome keeps the volume. Safe to
+        call any number of times. A collector pod is deleted where it was made (collect_from_volume)."""
+        if outcome is not None and outcome.keep_volume:
+            self._delete(self.clients.batch.delete_namespaced_job, self.name)
+        else:
+            delete_objects(self.clients, self.namespace, self.job.job_id, collector=False)
 
     def stop(self) -> None:
         """Deletes the Job gracefully: its pod gets SIGTERM and terminationGracePeriodSeconds to
@@ -291,9 +296,9 @@ class JobRun:
     def _delete(self, method, name, **options):
         _delete(method, name, self.namespace, **options)
 
-    def _delete_quietly(self):
+    def cleanup_quietly(self, outcome: Optional[Outcome] = None) -> None:
         try:
-            self.cleanup()
+            self.cleanup(outcome)
         except Exception:  # noqa: BLE001 - never mask the job's own outcome; the TTL is a backstop
             log.exception("cleanup of %s failed", self.name)
 
@@ -372,13 +377,14 @@ class JobRun:
 
     # ---- the end of a job -------------------------------------------------------------------
     def finish(self, step) -> Outcome:
-        """Turns a final step into the job's outcome: collects what there is, saves the run log,
-        and deletes the job's objects. Never raises for job failures."""
-        outcome = None
-        try:
-            if isinstance(step, Fail):
-                outcome = Outcome("failed", step.message)
-            else:
+        """Turns a final step into the job's outcome: collects what there is into the staging dir
+        and saves the run log. Deletes nothing: the caller records the outcome first and then
+        calls cleanup(outcome), so a server that dies in between finds the job again."""
+        ended = step.pod if isinstance(step, CollectFromVolume) else None
+        if isinstance(step, Fail):
+            outcome = Outcome("failed", step.message)
+        else:
+            try:
                 if isinstance(step, Collect):
                     try:
                         result, written = self.collect(step.pod)
@@ -389,17 +395,32 @@ class JobRun:
                     outcome = self.outcome(result, written, pod_name=step.pod)
                 else:
                     result, written = self.collect_from_volume()
-                    outcome = self.outcome(result, written, ended_pod=step.pod)
-        except (JobFailed, transfer.TransferError, UnsafeOutputError) as e:
-            outcome = Outcome("failed", f"collecting the outputs failed: {e}")
-        finally:
-            log_file = self._save_run_log_quietly()
-            self._delete_quietly()
+                    outcome = self.outcome(result, written, ended_pod=ended)
+            except (transfer.CommandFailed, UnsafeOutputError) as e:
+                # The pod said there is nothing to collect, or sent what we refuse: keeping the
+                # volume would not bring anything back.
+                outcome = self._not_collected(ended, str(e), keep_volume=False)
+            except (JobFailed, transfer.TransferError) as e:
+                outcome = self._not_collected(ended, str(e), keep_volume=True)
+            except Exception as e:  # noqa: BLE001 - API or local errors: the outputs may all be there
+                log.exception("job %s: collecting the outputs failed", self.name)
+                outcome = self._not_collected(ended, reasons.describe_error(e), keep_volume=True)
+        log_file = self._save_run_log_quietly()
         if log_file:
             outcome.side_effects.append(log_file)
         if outcome.status == "failed" and outcome.message in GENERIC_FAILURES and self.log_text:
             outcome.message = reasons.short(f"{outcome.message}; last log lines: {self.log_tail(5)}")
         return outcome
+
+    def _not_collected(self, ended_pod, error: str, keep_volume: bool) -> Outcome:
+        """The outcome of a job whose outputs could not be brought back. What Kubernetes saw end
+        the pod (deadline, eviction, OOM) is the reason the user needs first."""
+        problem = reasons.terminated_problem(ended_pod, self.timeout_seconds)
+        message = f"{problem}; its outputs could not be collected: {error}" if problem \
+            else f"collecting the outputs failed: {error}"
+        if keep_volume:
+            message += f" (they are kept on volume {self.name} in namespace {self.namespace} until the job is deleted)"
+        return Outcome("failed", message, keep_volume=keep_volume)
 
     # ---- the synchronous driver -------------------------------------------------------------
     def next_step(self, timeout: float = 10 ** 9):
@@ -416,13 +437,14 @@ class JobRun:
                 return step
 
     def run(self) -> Outcome:
-        """Runs the job to its end. Raises JobFailed (with the partial outcome) on failure."""
+        """Runs the job to its end. Raises JobFailed (with the partial outcome) on failure. The
+        caller records the outcome and then calls cleanup(outcome)."""
         try:
             self.submit()
             self.on_phase("scheduled")
             step = self.next_step()
         except BaseException:
-            self._delete_quietly()
+            self.cleanup_quietly()
             raise
         outcome = self.finish(step)
         if outcome.status != "completed":

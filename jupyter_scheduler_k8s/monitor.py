@@ -6,16 +6,23 @@ jobs cost one watch connection and a handful of threads, not fifty processes, an
 event loop never waits on Kubernetes.
 """
 import logging
-import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, Dict
 
+from kubernetes.client.rest import ApiException
+
 from . import names
+from .lifecycle import Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn
 from .reasons import describe_error
-from .lifecycle import Collect, CollectFromVolume, Fail, JobRun, Locate, Outcome, StageIn
+from .transfer import CommandFailed
 from .watch import LIST, TICK, pod_events
 
 log = logging.getLogger(__name__)
+
+
+# A step that keeps failing (after the client's own retries) ends the job after this many tries.
+MAX_STEP_FAILURES = 5
 
 
 class JobMonitor:
@@ -23,10 +30,13 @@ class JobMonitor:
                  on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
         self._core_factory, self.namespace, self.selector = core_factory, namespace, selector
         self.on_outcome, self.tick = on_outcome, tick
-        self.pool = _Workers(workers)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="jsk8s-job")
         self.runs: Dict[str, JobRun] = {}
         self.pods: Dict[str, object] = {}
-        self.busy = set()
+        # job id -> the step queued or running for it (at most one per job), and whether it is final
+        self.busy: Dict[str, Future] = {}
+        self.finishing = set()
+        self.failures: Dict[str, int] = {}
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = None
@@ -42,9 +52,23 @@ class JobMonitor:
             self._evaluate(run.job.job_id)
 
     def untrack(self, job_id: str):
+        """Lets a job go (stopped, deleted or ended); work still queued for it is dropped."""
         with self.lock:
             self.pods.pop(job_id, None)
+            self.failures.pop(job_id, None)
             return self.runs.pop(job_id, None)
+
+    def collecting(self, job_id: str) -> bool:
+        """True while the job's final step (collecting its outputs) is queued or running."""
+        with self.lock:
+            return job_id in self.finishing
+
+    def wait_idle(self, job_id: str, timeout: float) -> None:
+        """Waits for the step in progress for a job, if any, to end (e.g. before deleting its files)."""
+        with self.lock:
+            future = self.busy.get(job_id)
+        if future is not None:
+            wait([future], timeout)
 
     def tracked(self, job_id: str) -> bool:
         with self.lock:
@@ -52,7 +76,7 @@ class JobMonitor:
 
     def in_background(self, task: Callable[[], None]) -> None:
         """Runs a task on the job workers (e.g. collecting a stopped job's partial outputs)."""
-        self.pool.submit(task)
+        self.pool.submit(_logged(task))
 
     def start(self) -> None:
         with self.lock:
@@ -62,6 +86,7 @@ class JobMonitor:
 
     def stop(self) -> None:
         self._stop.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- the watch ----------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -119,19 +144,16 @@ class JobMonitor:
             self._finish(run, step)
 
     def _finish(self, run: JobRun, step) -> None:
-        try:
-            outcome = run.finish(step)
-        except Exception as e:  # noqa: BLE001 - the job must still end, with a reason
-            log.exception("job %s: finishing failed", run.job.job_id)
-            outcome = Outcome("failed", f"the backend could not finish the job: {describe_error(e)}")
+        outcome = run.finish(step)
         self._conclude(run, outcome)
 
     def _conclude(self, run: JobRun, outcome: Outcome) -> None:
         """Records the outcome while the job is still tracked, so the scheduler's recovery never
-        sees it untracked yet still in progress; a job untracked meanwhile (stopped, deleted)
-        takes no outcome."""
+        sees it untracked yet still in progress, and only then deletes the job's objects. A job
+        untracked meanwhile (stopped, deleted) takes no outcome: whoever let it go decides."""
         if self.tracked(run.job.job_id):
             self.on_outcome(run, outcome)
+        run.cleanup_quietly(outcome)
         self.untrack(run.job.job_id)
 
     def _act(self, run: JobRun, action: Callable[[], None], final: bool = False) -> None:
@@ -139,40 +161,63 @@ class JobMonitor:
         with self.lock:
             if job_id in self.busy:
                 return
-            self.busy.add(job_id)
+            if final:
+                self.finishing.add(job_id)
 
-        def work():
-            try:
-                action()
-            except Exception as e:  # noqa: BLE001
-                log.exception("job %s: step failed", job_id)
-                if self.tracked(job_id):
-                    run._delete_quietly()
-                    self._conclude(run, Outcome("failed", f"the backend failed: {describe_error(e)}"))
-            finally:
-                with self.lock:
-                    self.busy.discard(job_id)
-                if not final:
-                    self._evaluate(job_id)  # the pod may have moved on while we worked
+            def work():
+                try:
+                    if self.runs.get(job_id) is run:  # not stopped or deleted while it waited
+                        action()
+                        with self.lock:
+                            self.failures.pop(job_id, None)
+                except Exception as e:  # noqa: BLE001 - the pool's threads never die; the job is tried again
+                    self._step_failed(run, e)
+                finally:
+                    with self.lock:
+                        self.busy.pop(job_id, None)
+                        self.finishing.discard(job_id)
+                    if not final and not self._stop.is_set():
+                        self._evaluate(job_id)  # the pod may have moved on while we worked
 
-        self.pool.submit(work)
+            self.busy[job_id] = self.pool.submit(work)
+
+    def _step_failed(self, run: JobRun, error: Exception) -> None:
+        """A step that failed for a reason that may pass is tried again on the next tick (every
+        step is idempotent); one that keeps failing ends the job, keeping its volume, where
+        outputs may already be. A refusal (4xx, a bad notebook folder) ends it at once."""
+        job_id = run.job.job_id
+        if not self.tracked(job_id):
+            return
+        if is_permanent(error):
+            log.warning("job %s: step failed: %s", job_id, describe_error(error))
+            message = str(error) if isinstance(error, (JobFailed, CommandFailed)) else describe_error(error)
+            self._conclude(run, Outcome("failed", message))
+            return
+        with self.lock:
+            count = self.failures[job_id] = self.failures.get(job_id, 0) + 1
+        log.warning("job %s: step failed (%d of %d): %s", job_id, count, MAX_STEP_FAILURES, describe_error(error),
+                    exc_info=count == MAX_STEP_FAILURES)
+        if count >= MAX_STEP_FAILURES:
+            self._conclude(run, Outcome(
+                "failed", f"the backend failed {count} times in a row: {describe_error(error)} (the job's volume "
+                f"{run.name} in namespace {run.namespace} is kept until the job is deleted)", keep_volume=True))
 
 
-class _Workers:
-    """A fixed set of daemon threads. (ThreadPoolExecutor's threads are joined at interpreter
-    exit, so one transfer stuck on a dead connection would hold the server's shutdown.)"""
+def is_permanent(error: Exception) -> bool:
+    """Errors that trying again cannot mend: the backend's own verdicts, a command in the pod that
+    refused its input, and the API server's 4xx refusals (except conflicts and rate limits)."""
+    if isinstance(error, (JobFailed, CommandFailed)):
+        return True
+    return isinstance(error, ApiException) and 400 <= (error.status or 0) < 500 and error.status not in (408, 409, 429)
 
-    def __init__(self, count: int):
-        self.tasks = queue.SimpleQueue()
-        for i in range(count):
-            threading.Thread(target=self._serve, name=f"jsk8s-job-{i}", daemon=True).start()
 
-    def submit(self, task: Callable[[], None]) -> None:
-        self.tasks.put(task)
-
-    def _serve(self):
-        while True:
-            self.tasks.get()()
+def _logged(task: Callable[[], None]) -> Callable[[], None]:
+    def logged():
+        try:
+            task()
+        except Exception:  # noqa: BLE001 - a background task's failure is logged, never lost
+            log.exception("background task failed")
+    return logged
 
 
 def names_job_id(pod) -> str:

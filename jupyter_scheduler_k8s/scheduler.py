@@ -6,9 +6,11 @@ changes is that no process is spawned per job. One JobMonitor in the server foll
 `stop_job` and `delete_job` act on the Kubernetes objects, and jobs that were in flight when the
 server went away are picked up again when it starts.
 """
+import asyncio
 import os
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from jupyter_scheduler.exceptions import InputUriError, SchedulerError
 from jupyter_scheduler.models import CreateJob, DescribeJob, JobFeature, Status
@@ -69,6 +71,8 @@ class K8sScheduler(Scheduler):
         # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
         # recovery must never take a job that is still being created for orphaned.
         self._tracking_lock = threading.Lock()
+        # stop_job and delete_job call Kubernetes: they run here, never on the server's event loop.
+        self._requests = ThreadPoolExecutor(2, thread_name_prefix="jsk8s-request")
         self._recovery_stop = threading.Event()
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True)
         self._recovery_thread.start()
@@ -128,7 +132,24 @@ class K8sScheduler(Scheduler):
                 values, synchronize_session=False)
             session.commit()
 
-    def stop_job(self, job_id: str, collect: bool = True):
+    def _off_the_loop(self, method, *args):
+        """Runs a method that calls Kubernetes on a thread. From the event loop (the REST handlers
+        await what they get, through ensure_async) the result is awaitable; from any other thread
+        the call waits for it."""
+        future = self._requests.submit(method, *args)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return future.result()
+        return asyncio.wrap_future(future)
+
+    def stop_job(self, job_id: str):
+        return self._off_the_loop(self._stop_job, job_id)
+
+    def delete_job(self, job_id: str):
+        return self._off_the_loop(self._delete_job, job_id)
+
+    def _stop_job(self, job_id: str, collect: bool = True):
         """STOPPED at once; then, in the background, the outputs the notebook had when it was
         interrupted (the executor saves them on SIGTERM) are collected from the PVC, and the PVC
         is deleted. With collect=False (delete_job) the caller removes the objects."""
@@ -151,6 +172,9 @@ class K8sScheduler(Scheduler):
 
     def _collect_stopped(self, run: JobRun) -> None:
         try:
+            # A collection that was already under way when the stop came finishes first (and
+            # deletes the PVC): the outputs are collected once.
+            self.monitor.wait_idle(run.job.job_id, timeout=300)
             wait_for_pod(self.clients.core, self.k8s.namespace, run.selector,
                          lambda pod: True if pod is None else None, timeout=60)
             if run._pvc_exists():
@@ -162,15 +186,16 @@ class K8sScheduler(Scheduler):
         finally:
             self._delete_objects_quietly(run.job.job_id)
 
-    def delete_job(self, job_id: str):
+    def _delete_job(self, job_id: str):
         """Removes every Kubernetes object of the job, its staging files and its record,
         whatever state it is in."""
         with self.db_session() as session:
             record = session.query(Job).filter(Job.job_id == job_id).one()
             model = DescribeJob.from_orm(record)
         if model.status in ACTIVE + (Status.STOPPING,):
-            self.stop_job(job_id, collect=False)
+            self._stop_job(job_id, collect=False)
         self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
+        self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
         delete_objects(self.clients, self.k8s.namespace, job_id)
         staging_paths = self.get_staging_paths(model)
         if staging_paths:
@@ -216,7 +241,7 @@ class K8sScheduler(Scheduler):
 
     def _recover_one(self, model: DescribeJob) -> int:
         if model.status == Status.STOPPING:
-            self.stop_job(model.job_id)
+            self._stop_job(model.job_id)
             return 0
         run = self._run_for(model, self.get_staging_paths(model))
         if run.profile_error:
@@ -237,3 +262,4 @@ class K8sScheduler(Scheduler):
     def shutdown(self) -> None:
         self._recovery_stop.set()
         self.monitor.stop()
+        self._requests.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,13 @@ _CHUNK = 256 * 1024
 
 
 class TransferError(Exception):
-    pass
+    """The transfer broke off: a connection, protocol or timeout problem. The files are still
+    where they were, so the same transfer can be tried again."""
+
+
+class CommandFailed(TransferError):
+    """The command in the pod ran and failed (e.g. stage-out found no result.json): trying again
+    would fail the same way."""
 
 
 def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
@@ -55,7 +61,7 @@ def _finish(ws, what: str, timeout: float):
     code = ws.returncode
     if code != 0:
         detail = stderr.decode("utf-8", "replace").strip()[-500:] if stderr else ""
-        raise TransferError(f"{what} failed (exit code {code}){': ' + detail if detail else ''}")
+        raise CommandFailed(f"{what} failed (exit code {code}){': ' + detail if detail else ''}")
 
 
 class _StdinWriter:
@@ -121,6 +127,13 @@ def receive_outputs(core, namespace: str, pod: str, container: str, command: Lis
         try:
             result = extract_outputs(_StdoutReader(ws, timeout), dest, size_limit)
         except tarfile.TarError as e:
+            # Usually the command failed before writing anything: its own message says why.
+            try:
+                _finish(ws, f"stage-out from pod {pod}", 10)
+            except CommandFailed:
+                raise
+            except TransferError:
+                pass
             raise TransferError(f"stage-out from pod {pod} sent no valid tar stream ({e})") from None
         _finish(ws, f"stage-out from pod {pod}", timeout)
         return result

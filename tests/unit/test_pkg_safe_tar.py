@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_scheduler_k8s import safe_tar
 from jupyter_scheduler_k8s.safe_tar import (
-    RESULT_SIZE_LIMIT, OutputTooLargeError, UnsafeOutputError, extract_outputs,
+    HEADER_SIZE_LIMIT, RESULT_SIZE_LIMIT, OutputTooLargeError, UnsafeOutputError, extract_outputs,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,14 @@ def member(name, data=b"", type=tarfile.REGTYPE, linkname="", mode=0o644):
     return info, (io.BytesIO(data) if info.size else None)
 
 
-def archive(*members, result=RESULT, fmt=tarfile.PAX_FORMAT) -> Stream:
+LIST_ALL = object()
+
+
+def archive(*members, result=LIST_ALL, fmt=tarfile.PAX_FORMAT) -> Stream:
+    """A stage-out stream; by default its result.json lists every file in it."""
+    if result is LIST_ALL:
+        files = [info.name[len("work/"):] for info, _ in members if info.isreg() and info.name.startswith("work/")]
+        result = dict(RESULT, side_effects=[f for f in files if f not in RESULT["outputs"]])
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w|", format=fmt) as tar:
         if result is not None:
@@ -103,7 +111,7 @@ def test_normal_extraction(site):
         member("work/empty.txt", b""),
     )
     result, written = extract_outputs(stream, str(site.dest), LIMIT)
-    assert result == RESULT
+    assert result["outputs"] == RESULT["outputs"]
     assert written == ["my notebook-2026-11-26-01-02-03-AM.ipynb", "data/out.csv", "deep/er/file.bin", "empty.txt"]
     assert tree(site.dest) == {
         "my notebook.ipynb": b"{}",
@@ -129,7 +137,7 @@ def test_unicode_and_spaces_in_names(site):
     names = ["Résumé ü 2026-11-26-01-02-03-AM.ipynb", "données/été 2026.csv", "名前 with  spaces.txt",
              "emoji 📈.html"]
     stream = archive(*(member("work/" + n, n.encode()) for n in names),
-                     result=dict(RESULT, outputs=names[:1]))
+                     result=dict(RESULT, outputs=names[:1], side_effects=names[1:]))
     result, written = extract_outputs(stream, str(site.dest), LIMIT)
     assert written == names
     assert result["outputs"] == names[:1]
@@ -143,10 +151,59 @@ def test_tar_formats(site, fmt):
     assert written == ["out.txt"]
 
 
-def test_no_result_json(site):
+def test_no_result_json_writes_nothing(site):
     result, written = extract_outputs(archive(member("work/out.txt", b"x"), result=None), str(site.dest), LIMIT)
     assert result is None
+    assert written == []
+    assert not (site.dest / "out.txt").exists()
+
+
+def test_files_result_json_does_not_list_are_not_written(site):
+    stream = archive(member("work/data/out.csv", b"listed"), member("work/planted.sh", b"not listed"),
+                     member("work/data/extra.csv", b"not listed"), result=RESULT)
+    _, written = extract_outputs(stream, str(site.dest), LIMIT)
+    assert written == ["data/out.csv"]
+    assert tree(site.dest) == {"my notebook.ipynb": b"{}", "data": "dir", "data/out.csv": b"listed"}
+
+
+def test_result_json_after_other_members_is_refused(site):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|") as tar:
+        tar.addfile(*member("work/data/out.csv", b"x"))
+        tar.addfile(*member("result.json", json.dumps(RESULT).encode()))
+    with pytest.raises(UnsafeOutputError, match="unexpected member 'result.json'"):
+        extract_outputs(Stream(buf.getvalue()), str(site.dest), LIMIT)
+
+
+# ---- bounds on headers and members ---------------------------------------------------------------
+
+def test_a_pax_header_over_the_limit_is_refused_before_it_is_read():
+    info, data = member("work/out.txt", b"x")
+    info.pax_headers = {"comment": "x" * (HEADER_SIZE_LIMIT + 1)}
+    with pytest.raises(UnsafeOutputError, match="extended tar header"):
+        extract_outputs(archive((info, data)), "/nonexistent-never-written", LIMIT)
+
+
+def test_a_gnu_long_name_over_the_limit_is_refused():
+    info, data = member("work/" + "d/" * (HEADER_SIZE_LIMIT // 2) + "out.txt", b"x")
+    with pytest.raises(UnsafeOutputError, match="extended tar header"):
+        extract_outputs(archive((info, data), result=RESULT, fmt=tarfile.GNU_FORMAT),
+                        "/nonexistent-never-written", LIMIT)
+
+
+def test_a_pax_header_under_the_limit_is_fine(site):
+    info, data = member("work/out.txt", b"x")
+    info.pax_headers = {"comment": "x" * 1000}
+    _, written = extract_outputs(archive((info, data)), str(site.dest), LIMIT)
     assert written == ["out.txt"]
+
+
+def test_too_many_members_are_refused(site, monkeypatch):
+    monkeypatch.setattr(safe_tar, "MEMBER_LIMIT", 20)
+    members = [member(f"work/d{i}", type=tarfile.DIRTYPE, mode=0o755) for i in range(20)]
+    with pytest.raises(UnsafeOutputError, match="more than 20 tar members"):
+        extract_outputs(archive(*members), str(site.dest), LIMIT)
+    extract_outputs(archive(*members[:19]), str(site.dest), LIMIT)  # result.json + 19 is the limit
 
 
 def test_result_json_of_exactly_1_mib_is_accepted(site):
