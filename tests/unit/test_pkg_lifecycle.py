@@ -1,15 +1,19 @@
 """lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on recorded pod states,
 JobRun.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
 import json
+import types
 
 import pytest
 from jupyter_scheduler.models import DescribeJob
+from kubernetes.client.rest import ApiException
 from traitlets.config import Config
 
+from jupyter_scheduler_k8s import transfer
 from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.lifecycle import (
-    Collect, CollectFromVolume, Fail, JobFailed, JobRun, NotebookJob, StageIn, log_tail_bytes,
+    Collect, CollectFromVolume, Fail, JobFailed, JobRun, NotebookJob, Outcome, StageIn, log_tail_bytes,
 )
+from jupyter_scheduler_k8s.safe_tar import UnsafeOutputError
 
 from .data_pkg import helpers as h
 from .data_pkg.helpers import clean_env, serialize  # noqa: F401 (fixture)
@@ -350,3 +354,70 @@ def test_log_tail_keeps_the_end_from_a_line_start():
 
 def test_log_tail_of_a_short_log_is_the_whole_log():
     assert log_tail_bytes([b"a\n", b"b\n"], 1000) == (b"a\nb\n", 0)
+
+
+# ---- JobRun.finish when the outputs cannot be collected -------------------------------------------------
+
+DEADLINE = dict(pod_reason="DeadlineExceeded", pod_message="Pod was active on the node longer than the specified deadline")
+
+
+def finishing_run(error, cfg_traits=None):
+    """A run whose collection raises `error`; no run log (no pod name was seen)."""
+    run = make_run(cfg_traits)
+
+    def collect_from_volume():
+        raise error
+    run.collect_from_volume = collect_from_volume
+    return run
+
+
+@pytest.mark.parametrize("error,kept", [
+    (transfer.TransferError("no data from the pod for 600s"), True),
+    (JobFailed("the output collector pod did not start in time"), True),
+    (ApiException(status=0, reason="Handshake status 500"), True),
+    (transfer.CommandFailed("stage-out from pod p failed (exit code 1): no usable result.json"), False),
+    (UnsafeOutputError("refused link 'x' in the job's outputs"), False),
+])
+def test_finish_keeps_the_volume_only_where_outputs_may_be(error, kept):
+    outcome = finishing_run(error).finish(CollectFromVolume())
+    assert outcome.status == "failed" and outcome.keep_volume is kept
+    assert outcome.message.startswith("collecting the outputs failed: ")
+    assert (f"kept on volume jsk8s-{JOB_ID} in namespace" in outcome.message) is kept
+
+
+def test_finish_the_deadline_outranks_a_failed_collection():
+    """The pod was stopped at its deadline before it wrote result.json: the user reads the timeout."""
+    ended = h.pod(h.terminated_status(1, "Error", **DEADLINE))
+    run = finishing_run(transfer.CommandFailed("stage-out from pod p failed (exit code 1): no usable result.json"),
+                        {"timeout_seconds": 5})
+    outcome = run.finish(CollectFromVolume(ended))
+    assert outcome.message.startswith("timed out after 5 s; its outputs could not be collected: stage-out")
+    assert not outcome.keep_volume
+
+
+def test_finish_deletes_nothing():
+    """finish() only collects: the caller records the outcome, then cleans up."""
+    run = make_run()
+    assert run.finish(Fail("Unschedulable: 0/1 nodes are available")) == Outcome(
+        "failed", "Unschedulable: 0/1 nodes are available")
+
+
+class Deletes:
+    """Records deletes by name (the only API calls cleanup makes)."""
+
+    def __init__(self):
+        self.calls, self.context_name = [], "kind-jsk8s"
+        self.batch = types.SimpleNamespace(delete_namespaced_job=self.record("job"))
+        self.core = types.SimpleNamespace(delete_namespaced_persistent_volume_claim=self.record("pvc"),
+                                          delete_namespaced_pod=self.record("pod"))
+
+    def record(self, kind):
+        return lambda name, namespace, **kw: self.calls.append((kind, name))
+
+
+@pytest.mark.parametrize("keep,deleted", [(False, ["job", "pvc"]), (True, ["job"])])
+def test_cleanup_keeps_the_volume_when_the_outcome_says_so(keep, deleted):
+    clients = Deletes()
+    run = JobRun(NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), K8sConfig(), clients)
+    run.cleanup(Outcome("failed", "x", keep_volume=keep))
+    assert clients.calls == [(kind, f"jsk8s-{JOB_ID}") for kind in deleted]
