@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+import tenacity
+import urllib3
+import websocket
 from kubernetes.client.rest import ApiException
 
 from . import manifests, names, reasons, transfer
@@ -25,6 +28,8 @@ EXECUTOR = ["jsk8s-executor"]
 LOG_FORMAT = "log"
 NO_RESULT = "the executor ended without a result"
 GENERIC_FAILURES = {NO_RESULT}
+# How often a step that fails for a transient reason is tried before the job ends.
+STEP_ATTEMPTS = 6
 
 
 @dataclass
@@ -125,6 +130,27 @@ def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
             cut += newline + 1
             del kept[:newline + 1]
     return bytes(kept), cut
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors that may pass: broken transfers, connections and timeouts, and the API server's 5xx,
+    429 and 408 answers (which the client has already retried a few times)."""
+    if isinstance(error, transfer.CommandFailed):
+        return False
+    if isinstance(error, ApiException):
+        return error.status in (0, 408, 429) or (error.status or 0) >= 500
+    return isinstance(error, (transfer.TransferError, urllib3.exceptions.HTTPError, OSError,
+                              websocket.WebSocketException))
+
+
+def retry_transient(fn, *args):
+    """fn(*args), tried again over about two minutes while it fails with transient errors (the
+    synchronous driver's counterpart of the monitor trying a step again on a later tick)."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient), reraise=True,
+        stop=tenacity.stop_after_attempt(STEP_ATTEMPTS),
+        wait=tenacity.wait_exponential_jitter(initial=2, max=30))
+    return retrying(fn, *args)
 
 
 def _delete(method, name: str, namespace: str, propagation_policy="Background", grace_period_seconds=0) -> None:
@@ -400,11 +426,10 @@ class JobRun:
                 # The pod said there is nothing to collect, or sent what we refuse: keeping the
                 # volume would not bring anything back.
                 outcome = self._not_collected(ended, str(e), keep_volume=False)
-            except (JobFailed, transfer.TransferError) as e:
+            except JobFailed as e:  # the collector pod cannot start: the outputs are still there
                 outcome = self._not_collected(ended, str(e), keep_volume=True)
-            except Exception as e:  # noqa: BLE001 - API or local errors: the outputs may all be there
-                log.exception("job %s: collecting the outputs failed", self.name)
-                outcome = self._not_collected(ended, reasons.describe_error(e), keep_volume=True)
+            # Anything else (a broken connection, the API server away) is raised: the step is
+            # tried again, and the volume is kept if it keeps failing.
         log_file = self._save_run_log_quietly()
         if log_file:
             outcome.side_effects.append(log_file)
@@ -446,7 +471,11 @@ class JobRun:
         except BaseException:
             self.cleanup_quietly()
             raise
-        outcome = self.finish(step)
+        try:
+            outcome = retry_transient(self.finish, step)
+        except Exception as e:  # noqa: BLE001 - tried long enough: the outputs stay on the volume
+            log.exception("job %s: collecting the outputs failed", self.name)
+            outcome = self._not_collected(None, reasons.describe_error(e), keep_volume=True)
         if outcome.status != "completed":
             raise JobFailed(outcome.message, outcome)
         return outcome

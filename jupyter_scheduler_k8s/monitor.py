@@ -6,23 +6,23 @@ jobs cost one watch connection and a handful of threads, not fifty processes, an
 event loop never waits on Kubernetes.
 """
 import logging
+import random
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, Dict
 
 from kubernetes.client.rest import ApiException
 
 from . import names
-from .lifecycle import Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn
+from .lifecycle import (
+    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn, is_transient,
+)
 from .reasons import describe_error
 from .transfer import CommandFailed
 from .watch import LIST, TICK, pod_events
 
 log = logging.getLogger(__name__)
-
-
-# A step that keeps failing (after the client's own retries) ends the job after this many tries.
-MAX_STEP_FAILURES = 5
 
 
 class JobMonitor:
@@ -36,7 +36,8 @@ class JobMonitor:
         # job id -> the step queued or running for it (at most one per job), and whether it is final
         self.busy: Dict[str, Future] = {}
         self.finishing = set()
-        self.failures: Dict[str, int] = {}
+        self.failures: Dict[str, int] = {}  # consecutive failed steps
+        self.retry_at: Dict[str, float] = {}  # no step before this time (after a failed one)
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = None
@@ -56,6 +57,7 @@ class JobMonitor:
         with self.lock:
             self.pods.pop(job_id, None)
             self.failures.pop(job_id, None)
+            self.retry_at.pop(job_id, None)
             return self.runs.pop(job_id, None)
 
     def collecting(self, job_id: str) -> bool:
@@ -123,7 +125,7 @@ class JobMonitor:
     def _evaluate(self, job_id: str) -> None:
         with self.lock:
             run = self.runs.get(job_id)
-            if run is None or job_id in self.busy:
+            if run is None or job_id in self.busy or time.monotonic() < self.retry_at.get(job_id, 0):
                 return
             pod = self.pods.get(job_id)
         try:
@@ -170,6 +172,7 @@ class JobMonitor:
                         action()
                         with self.lock:
                             self.failures.pop(job_id, None)
+                            self.retry_at.pop(job_id, None)
                 except Exception as e:  # noqa: BLE001 - the pool's threads never die; the job is tried again
                     self._step_failed(run, e)
                 finally:
@@ -182,33 +185,26 @@ class JobMonitor:
             self.busy[job_id] = self.pool.submit(work)
 
     def _step_failed(self, run: JobRun, error: Exception) -> None:
-        """A step that failed for a reason that may pass is tried again on the next tick (every
-        step is idempotent); one that keeps failing ends the job, keeping its volume, where
-        outputs may already be. A refusal (4xx, a bad notebook folder) ends it at once."""
+        """A step that failed for a reason that may pass is tried again later (every step is
+        idempotent), after a growing pause; one that keeps failing ends the job, keeping its
+        volume, where outputs may already be. Any other error ends the job at once."""
         job_id = run.job.job_id
         if not self.tracked(job_id):
             return
-        if is_permanent(error):
-            log.warning("job %s: step failed: %s", job_id, describe_error(error))
+        if not is_transient(error):
+            log.warning("job %s: step failed: %s", job_id, describe_error(error), exc_info=not isinstance(
+                error, (JobFailed, CommandFailed, ApiException)))
             message = str(error) if isinstance(error, (JobFailed, CommandFailed)) else describe_error(error)
             self._conclude(run, Outcome("failed", message))
             return
         with self.lock:
             count = self.failures[job_id] = self.failures.get(job_id, 0) + 1
-        log.warning("job %s: step failed (%d of %d): %s", job_id, count, MAX_STEP_FAILURES, describe_error(error),
-                    exc_info=count == MAX_STEP_FAILURES)
-        if count >= MAX_STEP_FAILURES:
+            self.retry_at[job_id] = time.monotonic() + min(30, 2 ** count) * random.uniform(0.5, 1)
+        log.warning("job %s: step failed (%d of %d): %s", job_id, count, STEP_ATTEMPTS, describe_error(error))
+        if count >= STEP_ATTEMPTS:
             self._conclude(run, Outcome(
                 "failed", f"the backend failed {count} times in a row: {describe_error(error)} (the job's volume "
                 f"{run.name} in namespace {run.namespace} is kept until the job is deleted)", keep_volume=True))
-
-
-def is_permanent(error: Exception) -> bool:
-    """Errors that trying again cannot mend: the backend's own verdicts, a command in the pod that
-    refused its input, and the API server's 4xx refusals (except conflicts and rate limits)."""
-    if isinstance(error, (JobFailed, CommandFailed)):
-        return True
-    return isinstance(error, ApiException) and 400 <= (error.status or 0) < 500 and error.status not in (408, 409, 429)
 
 
 def _logged(task: Callable[[], None]) -> Callable[[], None]:

@@ -116,7 +116,8 @@ class JupyterServer:
             job = self.job(job_id)
             if job["status"] in until:
                 return job
-            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s"
+            assert time.monotonic() < deadline, (f"job {job_id} still {job['status']} after {timeout}s; "
+                                                 f"the server's log ends:\n{self.log_tail(60)}")
             time.sleep(0.5)
 
     def staging_dir(self, job_id: str) -> Path:

@@ -371,10 +371,15 @@ def finishing_run(error, cfg_traits=None):
     return run
 
 
+@pytest.mark.parametrize("error", [transfer.TransferError("no data from the pod for 600s"),
+                                   ApiException(status=0, reason="Handshake status 500"), ConnectionResetError()])
+def test_finish_raises_transient_errors_so_the_step_is_tried_again(error):
+    with pytest.raises(type(error)):
+        finishing_run(error).finish(CollectFromVolume())
+
+
 @pytest.mark.parametrize("error,kept", [
-    (transfer.TransferError("no data from the pod for 600s"), True),
     (JobFailed("the output collector pod did not start in time"), True),
-    (ApiException(status=0, reason="Handshake status 500"), True),
     (transfer.CommandFailed("stage-out from pod p failed (exit code 1): no usable result.json"), False),
     (UnsafeOutputError("refused link 'x' in the job's outputs"), False),
 ])

@@ -8,8 +8,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from jupyter_scheduler_k8s import monitor as monitor_module
-from jupyter_scheduler_k8s.lifecycle import JobFailed
-from jupyter_scheduler_k8s.monitor import MAX_STEP_FAILURES, JobMonitor, is_permanent
+from jupyter_scheduler_k8s.lifecycle import STEP_ATTEMPTS, JobFailed, is_transient
+from jupyter_scheduler_k8s.monitor import JobMonitor
 from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError
 
 
@@ -56,20 +56,20 @@ def fail_with(error):
 
 def test_a_transient_failure_is_tried_again_then_ends_the_job_keeping_its_volume(monitor):
     run = tracked(monitor, FakeRun())
-    for attempt in range(1, MAX_STEP_FAILURES):
+    for attempt in range(1, STEP_ATTEMPTS):
         step(monitor, run, fail_with(ApiException(status=503, reason="Service Unavailable")))
         assert monitor.tracked("job-1") and monitor.outcomes == [], attempt
     step(monitor, run, fail_with(ApiException(status=503, reason="Service Unavailable")))
     assert not monitor.tracked("job-1")
     [outcome] = monitor.outcomes
     assert outcome.status == "failed" and outcome.keep_volume
-    assert outcome.message.startswith(f"the backend failed {MAX_STEP_FAILURES} times in a row: Kubernetes API error 503")
+    assert outcome.message.startswith(f"the backend failed {STEP_ATTEMPTS} times in a row: Kubernetes API error 503")
     assert "volume jsk8s-job-1 in namespace jobs is kept" in outcome.message
 
 
 def test_a_success_resets_the_count_of_failures(monitor):
     run = tracked(monitor, FakeRun())
-    for _ in range(MAX_STEP_FAILURES - 1):
+    for _ in range(STEP_ATTEMPTS - 1):
         step(monitor, run, fail_with(TransferError("no data from the pod for 600s")))
     step(monitor, run, lambda: None)
     step(monitor, run, fail_with(TransferError("no data from the pod for 600s")))
@@ -80,6 +80,7 @@ def test_a_success_resets_the_count_of_failures(monitor):
     (ApiException(status=403, reason="Forbidden"), "Kubernetes API error 403: Forbidden"),
     (JobFailed("Unknown compute type 'huge'; valid: small"), "Unknown compute type 'huge'; valid: small"),
     (CommandFailed("stage-in to pod p failed (exit code 1): refusing link 'x'"), "stage-in to pod p failed"),
+    (AttributeError("'NoneType' object has no attribute 'status'"), "AttributeError: 'NoneType' object"),
 ])
 def test_a_refusal_ends_the_job_at_once(monitor, error, message):
     run = tracked(monitor, FakeRun())
@@ -88,10 +89,26 @@ def test_a_refusal_ends_the_job_at_once(monitor, error, message):
     assert outcome.status == "failed" and outcome.message.startswith(message) and not outcome.keep_volume
 
 
-@pytest.mark.parametrize("status,permanent", [(400, True), (403, True), (404, True), (422, True), (408, False),
-                                              (409, False), (429, False), (500, False), (503, False), (0, False)])
-def test_is_permanent(status, permanent):
-    assert is_permanent(ApiException(status=status)) is permanent
+@pytest.mark.parametrize("status,transient", [(400, False), (403, False), (404, False), (409, False), (422, False),
+                                              (408, True), (429, True), (500, True), (503, True), (0, True)])
+def test_is_transient_api_errors(status, transient):
+    assert is_transient(ApiException(status=status)) is transient
+
+
+@pytest.mark.parametrize("error,transient", [
+    (TransferError("no data from the pod for 600s"), True), (ConnectionResetError(), True),
+    (CommandFailed("stage-out failed (exit code 1)"), False), (JobFailed("x"), False), (KeyError("x"), False)])
+def test_is_transient_other_errors(error, transient):
+    assert is_transient(error) is transient
+
+
+def test_a_failed_step_is_not_tried_again_at_once(monitor):
+    run = tracked(monitor, FakeRun())
+    step(monitor, run, fail_with(TransferError("connection reset")))
+    before = dict(monitor.busy)
+    monitor._evaluate("job-1")  # a pod event right after the failure
+    assert monitor.busy == before == {}
+    assert monitor.retry_at["job-1"] > 0
 
 
 def test_the_outcome_is_recorded_before_the_objects_are_deleted(monitor):
