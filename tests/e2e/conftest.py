@@ -5,6 +5,8 @@ code under test gets a kubeconfig holding a token of the chart's ServiceAccount,
 Role and admission policies apply to every request it makes. The admin kubeconfig is for
 fixtures and for inspecting the namespace only.
 """
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +80,36 @@ def product_kubeconfig(installed_chart, api_client, core, tmp_path_factory):
     """The identity the product has when installed: the chart's ServiceAccount."""
     path = tmp_path_factory.mktemp("identity") / "kubeconfig"
     return service_account_kubeconfig(api_client, core, RELEASE_NS, FULLNAME, path)
+
+
+# Small requests, so that a few jobs at once fit this 2-core machine whatever the defaults.
+TEST_RESOURCES = {"cpu_request": "100m", "memory_request": "256Mi", "memory_limit": "1Gi"}
+
+
+@pytest.fixture(scope="session")
+def chart_config(installed_chart, core):
+    """The jupyter_server_config.json the chart hands to user servers."""
+    cm = core.read_namespaced_config_map(f"{FULLNAME}-config", RELEASE_NS)
+    return json.loads(cm.data["jupyter_server_config.json"])
+
+
+@pytest.fixture
+def make_server(tmp_path, chart_config, product_kubeconfig, jobs_namespace):
+    """Starts a Jupyter server with K8sScheduler on a state dir (one per name: a restart reuses it),
+    configured by the chart's ConfigMap, as the chart's ServiceAccount (or through `kubeconfig`)."""
+    from .jupyter_server import JupyterServer
+    started = []
+
+    def make(name="server", recovery_interval=2, kubeconfig=None, **k8s):
+        config = copy.deepcopy(chart_config)
+        config["K8sConfig"].update(TEST_RESOURCES, **k8s)
+        config.setdefault("K8sScheduler", {})["recovery_interval_seconds"] = recovery_interval
+        server = JupyterServer(tmp_path / name, config, kubeconfig or product_kubeconfig)
+        started.append(server)
+        return server.start()
+    yield make
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

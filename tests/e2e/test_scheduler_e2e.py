@@ -2,8 +2,6 @@
 token of the chart's ServiceAccount, driven through the REST API that JupyterLab's scheduler UI
 calls. Stop, delete, recovery after the server is killed, timeouts, profiles, output formats and
 the run log, each leaving nothing behind in the jobs namespace."""
-import copy
-import json
 import sqlite3
 import time
 import urllib.error
@@ -11,38 +9,11 @@ import urllib.error
 import nbformat
 import pytest
 
-from .conftest import FULLNAME, RELEASE_NS, leftovers, write_notebook
-from .jupyter_server import JupyterServer
+from .conftest import leftovers, write_notebook
 
 pytestmark = pytest.mark.e2e
 
-# Small requests, so that a few jobs at once fit this 2-core machine whatever the defaults.
-TEST_RESOURCES = {"cpu_request": "100m", "memory_request": "256Mi", "memory_limit": "1Gi"}
 GPU_PROFILES = {"cpu": {"cpu_request": "100m"}, "one-gpu": {"gpu": 1}, "two-gpus": {"gpu": 2}}
-
-
-@pytest.fixture(scope="session")
-def chart_config(installed_chart, core):
-    """The jupyter_server_config.json the chart hands to user servers."""
-    cm = core.read_namespaced_config_map(f"{FULLNAME}-config", RELEASE_NS)
-    return json.loads(cm.data["jupyter_server_config.json"])
-
-
-@pytest.fixture
-def make_server(tmp_path, chart_config, product_kubeconfig, jobs_namespace):
-    """Starts a Jupyter server on a state dir (one per name: a restart reuses it)."""
-    started = []
-
-    def make(name="server", recovery_interval=2, **k8s):
-        config = copy.deepcopy(chart_config)
-        config["K8sConfig"].update(TEST_RESOURCES, **k8s)
-        config.setdefault("K8sScheduler", {})["recovery_interval_seconds"] = recovery_interval
-        server = JupyterServer(tmp_path / name, config, product_kubeconfig)
-        started.append(server)
-        return server.start()
-    yield make
-    for server in started:
-        server.stop()
 
 
 def _wait_pods_running(core, namespace, count=1, timeout=90):

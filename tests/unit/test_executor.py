@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -366,10 +367,21 @@ def test_stage_out_without_result_fails(job, monkeypatch, capsys):
 
 
 def test_release_ends_hold(job):
+    held = threading.Thread(target=cli.main, args=(["hold", "30"],))
+    held.start()
+    time.sleep(0.5)
+    assert held.is_alive()
     assert cli.main(["release"]) == 0
+    held.join(5)
+    assert not held.is_alive()
+
+
+def test_hold_is_not_ended_by_a_marker_left_from_before(job):
+    """A collection whose outcome was never recorded left `.collected`: the next collector holds."""
+    (job / ".collected").touch()
     start = time.monotonic()
-    assert cli.main(["hold", "30"]) == 0
-    assert time.monotonic() - start < 1
+    assert cli.main(["hold", "1"]) == 0
+    assert time.monotonic() - start >= 1
 
 
 def test_run_unreadable_notebook(job, monkeypatch):

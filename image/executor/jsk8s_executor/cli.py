@@ -43,6 +43,9 @@ def main(argv=None) -> int:
         touch(job.collected)
         return 0
     if args.command == "hold":
+        # The collector pod starts because the outputs are not collected yet: a marker left by an
+        # earlier collection whose outcome was never recorded must not end it at once.
+        job.collected.unlink(missing_ok=True)
         wait_for(job.collected, args.seconds)
         return 0
     return 2

@@ -1,0 +1,108 @@
+"""An API server in trouble, between K8sScheduler (in a real Jupyter server, as the chart's
+ServiceAccount) and the real API server: a proxy on loopback that the test owns (faultproxy.py)
+answers 500, 503 and 429, resets, delays and cuts connections, or black-holes them. No job is
+lost, nothing is left behind, and the Jupyter server keeps answering."""
+import os
+import threading
+import time
+import urllib.error
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from .conftest import leftovers, write_notebook
+from .faultproxy import BLACKHOLE, FAULTS, FAULTY, PASS, FaultProxy
+
+pytestmark = pytest.mark.e2e
+
+FAULTY_JOBS = 30
+
+
+@pytest.fixture
+def proxy(api_client, kubeconfig):
+    """Listens on 127.0.0.1 with the API server's own serving certificate (the test runs as root
+    on the machine that runs the cluster, as the fixtures that start it do)."""
+    cfg = api_client.configuration
+    upstream = urlparse(cfg.host)
+    pki = Path(kubeconfig).parent / "pki"
+    proxy = FaultProxy(upstream.hostname, upstream.port, str(pki / "apiserver.crt"), str(pki / "apiserver.key"),
+                       cfg.ssl_ca_cert).start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_kubeconfig(product_kubeconfig, proxy, tmp_path):
+    """The chart's ServiceAccount, reaching the API server through the proxy."""
+    data = yaml.safe_load(open(product_kubeconfig))
+    data["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "proxied-kubeconfig"
+    path.write_text(yaml.safe_dump(data))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def _wait_empty(core, batch, namespace, timeout=180):
+    deadline = time.monotonic() + timeout
+    while leftovers(core, batch, namespace) and time.monotonic() < deadline:
+        time.sleep(1)
+    return leftovers(core, batch, namespace)
+
+
+def test_api_faults_lose_no_job(make_server, proxy, proxied_kubeconfig, core, batch, jobs_namespace):
+    """Faults on about one connection in five, for the whole life of 30 jobs: submit, the watch,
+    stage-in, collection and cleanup all meet them. Every job completes with all its files."""
+    server = make_server(kubeconfig=proxied_kubeconfig)
+    write_notebook(str(server.root / "faulty.ipynb"),
+                   "import os\nos.makedirs('out', exist_ok=True)\n"
+                   "open('out/side.txt', 'w').write('side effect')\nprint('done')")
+    proxy.mode = FAULTY
+    ids = [server.create_job("faulty.ipynb", output_formats=["ipynb", "html"]) for _ in range(FAULTY_JOBS)]
+    jobs = [server.wait(job_id, timeout=1200) for job_id in ids]
+    proxy.mode = PASS
+    print(f"faults injected: {dict(proxy.counts)}")
+    assert {j["job_id"]: j["status_message"] for j in jobs if j["status"] != "COMPLETED"} == {}
+    for job in jobs:
+        staging = server.staging_dir(job["job_id"])
+        assert {".ipynb", ".html", ".log"} <= {p.suffix for p in staging.iterdir()}, job["job_id"]
+        assert (staging / "out" / "side.txt").read_text() == "side effect"
+        assert "done" in server.output(job, "log").read_text()
+    assert set(proxy.counts) == set(FAULTS) and sum(proxy.counts.values()) >= FAULTY_JOBS
+    assert _wait_empty(core, batch, jobs_namespace) == []
+
+
+def test_black_holed_api_server_does_not_freeze_the_jupyter_server(make_server, proxy, proxied_kubeconfig, core,
+                                                                   batch, jobs_namespace):
+    """The API server stops answering while a job runs and the user stops it: the Jupyter server
+    still answers at once. When the API server is back, the stop goes through."""
+    server = make_server(kubeconfig=proxied_kubeconfig)
+    write_notebook(str(server.root / "sleepy.ipynb"), "import time; time.sleep(600)")
+    job_id = server.create_job("sleepy.ipynb")
+    server.wait(job_id, until=("IN_PROGRESS",))
+    deadline = time.monotonic() + 120
+    while not [p for p in core.list_namespaced_pod(jobs_namespace).items if p.status.phase == "Running"]:
+        assert time.monotonic() < deadline, "the job's pod never ran"
+        time.sleep(0.5)
+    proxy.mode = BLACKHOLE
+    stop_errors = []
+
+    def stop():
+        try:
+            server.stop_job(job_id)
+        except (urllib.error.URLError, TimeoutError) as e:  # the stop itself may take long: fine
+            stop_errors.append(e)
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    time.sleep(2)  # the stop is now waiting on the black hole
+    answered = {}
+    for path in ("/api/status", "/scheduler/jobs", f"/scheduler/jobs/{job_id}"):
+        started = time.monotonic()
+        server.request("GET", path)
+        answered[path] = time.monotonic() - started
+    proxy.mode = PASS
+    stopper.join(180)
+    assert all(seconds < 1 for seconds in answered.values()), answered
+    assert server.wait(job_id, timeout=180)["status"] == "STOPPED"
+    assert _wait_empty(core, batch, jobs_namespace) == []
