@@ -25,8 +25,9 @@ EXEC_TIMEOUT = 60
 
 def api_retries() -> Retry:
     """About a minute of retrying (0.5, 1, 2, 4, 8, 16, 16 s plus jitter) before a call fails.
-    Reads that time out are tried twice more only: each already waited REQUEST_TIMEOUT."""
-    return Retry(total=7, connect=7, read=2, status=7, other=0,
+    Reads that time out are tried twice more only: each already waited REQUEST_TIMEOUT. "Other"
+    errors are TLS handshakes broken off by a reset."""
+    return Retry(total=7, connect=7, read=2, status=7, other=3,
                  backoff_factor=0.5, backoff_max=16, backoff_jitter=0.5,
                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
                  respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False)

@@ -29,7 +29,7 @@ LOG_FORMAT = "log"
 NO_RESULT = "the executor ended without a result"
 GENERIC_FAILURES = {NO_RESULT}
 # How often a step that fails for a transient reason is tried before the job ends.
-STEP_ATTEMPTS = 6
+STEP_ATTEMPTS = 8
 
 
 @dataclass
@@ -63,6 +63,11 @@ class NotebookJob:
 
 
 # Steps named by JobRun.decide.
+@dataclass
+class Submit:
+    """The Job and its PVC are not created yet (the first try failed): create them."""
+
+
 @dataclass
 class StageIn:
     pod: str
@@ -144,7 +149,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 def retry_transient(fn, *args):
-    """fn(*args), tried again over about two minutes while it fails with transient errors (the
+    """fn(*args), tried again over about three minutes while it fails with transient errors (the
     synchronous driver's counterpart of the monitor trying a step again on a later tick)."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient), reraise=True,
@@ -188,6 +193,7 @@ class JobRun:
             # stopped, deleted and cleaned up, but never submitted (recovery fails it).
             self.profile, self.profile_error = resolve_profile(cfg, None), str(e)
         self.timeout_seconds = int(self.profile["timeout_seconds"] or 0)
+        self.created = False  # the Job and PVC exist (made by us, or found after a restart)
         self.staged = False
         self.seen_pod = False
         # Set when the server picks up a job it did not submit itself (after a restart).
@@ -230,12 +236,11 @@ class JobRun:
         self.clients.api_client  # resolves the context, which the pull policy depends on
         pvc, job = self.build_objects()
         self.on_phase("submitting")
+        # If the Job's create fails, the PVC stays for the next try (409 then means done); a job
+        # that fails for good has both deleted by name.
         self._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc)
-        try:
-            self._create(self.clients.batch.create_namespaced_job, job)
-        except ApiException:
-            self.cleanup_quietly()
-            raise
+        self._create(self.clients.batch.create_namespaced_job, job)
+        self.created = True
         self.submitted = time.monotonic()
 
     def stage_in(self, pod: str) -> None:
@@ -339,10 +344,12 @@ class JobRun:
     def decide(self, pod):
         """The next step for the job's pod as observed now, or None to keep waiting."""
         if pod is None:
+            if not self.created and not self.recovered:
+                return Submit()
             if self.seen_pod or self.recovered or time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
                 return Locate()
             return None
-        self.seen_pod = True
+        self.seen_pod = self.created = True
         self.pod_name = pod.metadata.name
         problem = reasons.image_problem(pod)
         if problem:
@@ -376,6 +383,7 @@ class JobRun:
                 raise
             job = None
         if job is not None:
+            self.created = True
             problem = reasons.job_problem(job, self.timeout_seconds)
             if problem:
                 return Fail(problem)
@@ -455,7 +463,7 @@ class JobRun:
             if isinstance(step, StageIn):
                 self.stage_in(step.pod)
             elif isinstance(step, Locate):
-                step = self.locate()
+                step = retry_transient(self.locate)
                 if step is not None:
                     return step
             else:
@@ -465,7 +473,7 @@ class JobRun:
         """Runs the job to its end. Raises JobFailed (with the partial outcome) on failure. The
         caller records the outcome and then calls cleanup(outcome)."""
         try:
-            self.submit()
+            retry_transient(self.submit)
             self.on_phase("scheduled")
             step = self.next_step()
         except BaseException:

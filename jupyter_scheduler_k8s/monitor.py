@@ -16,7 +16,8 @@ from kubernetes.client.rest import ApiException
 
 from . import names
 from .lifecycle import (
-    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn, is_transient,
+    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn, Submit,
+    is_transient,
 )
 from .reasons import describe_error
 from .transfer import CommandFailed
@@ -133,7 +134,9 @@ class JobMonitor:
         except Exception:
             log.exception("job %s: cannot read its pod state", job_id)
             return
-        if isinstance(step, StageIn):
+        if isinstance(step, Submit):
+            self._act(run, run.submit)
+        elif isinstance(step, StageIn):
             self._act(run, lambda: run.stage_in(step.pod))
         elif isinstance(step, Locate):
             self._act(run, lambda: self._located(run))

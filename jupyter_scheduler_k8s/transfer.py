@@ -9,9 +9,12 @@ import tarfile
 import time
 from typing import Iterable, List
 
+import tenacity
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL
+from websocket import WebSocketException
 
 from .safe_tar import extract_outputs
 
@@ -28,6 +31,16 @@ class CommandFailed(TransferError):
     would fail the same way."""
 
 
+def _handshake_failed(error: BaseException) -> bool:
+    """The exec connection was refused or broke before the command started (nothing ran yet, so
+    opening it again is safe): a 5xx or 429 answer to the upgrade, a reset, a timeout."""
+    if isinstance(error, ApiException):
+        return error.status == 0 or error.status == 429 or (error.status or 0) >= 500
+    return isinstance(error, (WebSocketException, OSError))
+
+
+@tenacity.retry(retry=tenacity.retry_if_exception(_handshake_failed), reraise=True,
+                stop=tenacity.stop_after_attempt(5), wait=tenacity.wait_exponential_jitter(initial=0.5, max=8))
 def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
     # stream() swaps the ApiClient's call_api for a websocket one while it runs: on a shared client,
     # another thread's plain request (the pod watch) would go out as a websocket handshake. Each

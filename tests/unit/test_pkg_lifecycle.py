@@ -11,7 +11,8 @@ from traitlets.config import Config
 from jupyter_scheduler_k8s import transfer
 from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.lifecycle import (
-    Collect, CollectFromVolume, Fail, JobFailed, JobRun, NotebookJob, Outcome, StageIn, log_tail_bytes,
+    Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, NotebookJob, Outcome, StageIn, Submit,
+    log_tail_bytes,
 )
 from jupyter_scheduler_k8s.safe_tar import UnsafeOutputError
 
@@ -194,7 +195,20 @@ def test_decide_unschedulable_old_fails_with_the_schedulers_reason():
 
 def test_decide_no_pod_yet_waits():
     # Just submitted, no pod seen: wait (the API is only asked after the scheduling timeout).
-    assert make_run().decide(None) is None
+    run = make_run()
+    run.created = True
+    assert run.decide(None) is None
+
+
+def test_decide_not_created_yet_submits():
+    """The first submit failed on its way (the API server was away): it is tried again."""
+    assert isinstance(make_run().decide(None), Submit)
+
+
+def test_decide_a_recovered_run_locates_before_it_submits_anything():
+    run = make_run()
+    run.recovered = True
+    assert isinstance(run.decide(None), Locate)
 
 
 # ---- JobRun.build_objects ---------------------------------------------------------------------------
