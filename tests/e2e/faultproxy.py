@@ -35,7 +35,7 @@ FAULTS = ("500", "503", "429", "reset", "delay", "cut")
 
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, cert: str, key: str, ca: str,
-                 fault_rate: float = 0.2, seed: int = 14):
+                 fault_rate: float = 0.3, seed: int = 14):
         self.upstream = (upstream_host, upstream_port)
         self.server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.server_tls.load_cert_chain(cert, key)
