@@ -1,8 +1,10 @@
 """An API server in trouble, between K8sScheduler (in a real Jupyter server, as the chart's
 ServiceAccount) and the real API server: a proxy on loopback that the test owns (faultproxy.py)
 answers 500, 503 and 429, resets, delays and cuts connections, or black-holes them. No job is
-lost, nothing is left behind, and the Jupyter server keeps answering."""
+lost, nothing is left behind, and the Jupyter server keeps answering. The API server is also
+killed and started again, and so is the Jupyter server, in the middle of transfers."""
 import os
+import subprocess
 import threading
 import time
 import urllib.error
@@ -12,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from .conftest import leftovers, write_notebook
+from .conftest import ROOT, leftovers, write_notebook
 from .faultproxy import BLACKHOLE, FAULTS, FAULTY, PASS, FaultProxy
 
 pytestmark = pytest.mark.e2e
@@ -105,4 +107,75 @@ def test_black_holed_api_server_does_not_freeze_the_jupyter_server(make_server, 
     stopper.join(180)
     assert all(seconds < 1 for seconds in answered.values()), answered
     assert server.wait(job_id, timeout=180)["status"] == "STOPPED"
+    assert _wait_empty(core, batch, jobs_namespace) == []
+
+
+# ---- restarts: the API server, and the Jupyter server itself ----------------------------------------------
+
+BIG_MB = 120  # enough that a transfer takes a few seconds on this machine, so a restart lands inside it
+BIG_OUTPUT = (f"import os\nos.makedirs('out', exist_ok=True)\n"
+              f"open('out/big.bin', 'wb').write(os.urandom({BIG_MB} << 20))\nprint('wrote')")
+
+
+def _restart_api_server():
+    result = subprocess.run([str(ROOT / "ci" / "cluster" / "restart-apiserver")], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+
+
+def _when_pod(core, namespace, ready, timeout=180):
+    """Waits until the job's pod is running (ready=False) or ready (ready=True), as admin."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=notebook-job").items
+        except Exception:  # noqa: BLE001 - the API server may be coming back from a restart
+            pods = []
+        for pod in pods:
+            statuses = pod.status.container_statuses or []
+            if statuses and statuses[0].state.running and (statuses[0].ready or not ready):
+                return pod
+        time.sleep(0.1)
+    raise AssertionError(f"no job pod {'ready' if ready else 'running'} after {timeout}s")
+
+
+def _assert_big_outputs(server, job):
+    assert job["status"] == "COMPLETED", job["status_message"]
+    staging = server.staging_dir(job["job_id"])
+    assert (staging / "out" / "big.bin").stat().st_size == BIG_MB << 20
+    assert "wrote" in server.output(job, "log").read_text()
+
+
+def test_api_server_restarts_mid_job_and_mid_collection(make_server, core, batch, jobs_namespace):
+    """kube-apiserver is killed (SIGKILL) and started again while the notebook runs, and again
+    while the outputs stream back. The job completes with all of them."""
+    server = make_server()
+    write_notebook(str(server.root / "big.ipynb"), "import time; time.sleep(8)", BIG_OUTPUT)
+    job_id = server.create_job("big.ipynb")
+    _when_pod(core, jobs_namespace, ready=False)
+    _restart_api_server()  # mid-job
+    _when_pod(core, jobs_namespace, ready=True)
+    _restart_api_server()  # mid-collection
+    _assert_big_outputs(server, server.wait(job_id, timeout=600))
+    assert _wait_empty(core, batch, jobs_namespace) == []
+
+
+def test_server_killed_during_stage_in_and_again_during_collection(make_server, core, batch, jobs_namespace):
+    """The Jupyter server is SIGKILLed while it sends a large input folder, and the next one while
+    it collects large outputs: each time the server that starts again on the same state picks the
+    job up, and it completes."""
+    server = make_server()
+    (server.root / "data").mkdir()
+    (server.root / "data" / "input.bin").write_bytes(os.urandom(BIG_MB << 20))
+    write_notebook(str(server.root / "big.ipynb"),
+                   f"import os; assert os.path.getsize('data/input.bin') == {BIG_MB << 20}", BIG_OUTPUT)
+    job_id = server.create_job("big.ipynb", package_input_folder=True)
+    _when_pod(core, jobs_namespace, ready=False)
+    time.sleep(0.5)  # stage-in has begun
+    server.kill()
+    restarted = make_server()
+    _when_pod(core, jobs_namespace, ready=True)
+    restarted.kill()  # mid-collection
+    again = make_server()
+    _assert_big_outputs(again, again.wait(job_id, timeout=600))
     assert _wait_empty(core, batch, jobs_namespace) == []
