@@ -139,11 +139,13 @@ def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
 
 def is_transient(error: BaseException) -> bool:
     """Errors that may pass: broken transfers, connections and timeouts, and the API server's 5xx,
-    429 and 408 answers (which the client has already retried a few times)."""
+    429 and 408 answers (which the client has already retried a few times). 401 and 403 too: an
+    API server that has just restarted refuses requests until its RBAC caches are filled, and a
+    quota that is full now may not be later; if they stay, the job still ends, a few minutes on."""
     if isinstance(error, transfer.CommandFailed):
         return False
     if isinstance(error, ApiException):
-        return error.status in (0, 408, 429) or (error.status or 0) >= 500
+        return error.status in (0, 401, 403, 408, 429) or (error.status or 0) >= 500
     return isinstance(error, (transfer.TransferError, urllib3.exceptions.HTTPError, OSError,
                               websocket.WebSocketException))
 

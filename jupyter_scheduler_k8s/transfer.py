@@ -93,13 +93,20 @@ class _StdinWriter:
 
 
 class _StdoutReader:
-    """File-like object over the command's stdout, for tarfile's stream mode."""
+    """File-like object over the command's stdout, for tarfile's stream mode.
+
+    tarfile reads in small pieces while the pod sends megabytes at a time: the data waits in one
+    buffer with a read position, so each byte is copied a bounded number of times."""
 
     def __init__(self, ws, timeout: float):
-        self.ws, self.timeout, self.buffer = ws, timeout, b""
+        self.ws, self.timeout = ws, timeout
+        self.buffer, self.pos = bytearray(), 0
+
+    def _available(self) -> int:
+        return len(self.buffer) - self.pos
 
     def read(self, size=-1):
-        while (size < 0 or len(self.buffer) < size) and self.ws.is_open():
+        while (size < 0 or self._available() < size) and self.ws.is_open():
             started = time.monotonic()
             self.ws.update(timeout=self.timeout)
             chunk = self.ws.read_channel(STDOUT_CHANNEL)
@@ -107,11 +114,14 @@ class _StdoutReader:
                 self.buffer += chunk
             elif self.ws.is_open() and time.monotonic() - started >= self.timeout:
                 raise TransferError(f"no data from the pod for {self.timeout:.0f}s")
-        self.buffer += self.ws.read_channel(STDOUT_CHANNEL) or b""
-        if size < 0:
-            data, self.buffer = self.buffer, b""
-        else:
-            data, self.buffer = self.buffer[:size], self.buffer[size:]
+        if not self.ws.is_open():
+            self.buffer += self.ws.read_channel(STDOUT_CHANNEL) or b""
+        end = len(self.buffer) if size < 0 else min(len(self.buffer), self.pos + size)
+        data = bytes(self.buffer[self.pos:end])
+        self.pos = end
+        if self.pos >= _CHUNK and self.pos * 2 >= len(self.buffer):  # drop what was read, now and then
+            del self.buffer[:self.pos]
+            self.pos = 0
         return data
 
 

@@ -56,9 +56,11 @@ def pod_events(core, namespace: str, selector: str, tick: float = TICK_SECONDS,
             version = None
             if e.status != 410:
                 backoff = _pause(e, backoff)
+                yield TICK, None  # callers' deadlines hold while the API server fails
         except (urllib3.exceptions.HTTPError, OSError) as e:
             version = None
             backoff = _pause(e, backoff)
+            yield TICK, None
 
 
 def _pause(error, backoff: float) -> float:

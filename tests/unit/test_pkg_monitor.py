@@ -77,7 +77,7 @@ def test_a_success_resets_the_count_of_failures(monitor):
 
 
 @pytest.mark.parametrize("error,message", [
-    (ApiException(status=403, reason="Forbidden"), "Kubernetes API error 403: Forbidden"),
+    (ApiException(status=422, reason="Unprocessable Entity"), "Kubernetes API error 422: Unprocessable Entity"),
     (JobFailed("Unknown compute type 'huge'; valid: small"), "Unknown compute type 'huge'; valid: small"),
     (CommandFailed("stage-in to pod p failed (exit code 1): refusing link 'x'"), "stage-in to pod p failed"),
     (AttributeError("'NoneType' object has no attribute 'status'"), "AttributeError: 'NoneType' object"),
@@ -89,8 +89,9 @@ def test_a_refusal_ends_the_job_at_once(monitor, error, message):
     assert outcome.status == "failed" and outcome.message.startswith(message) and not outcome.keep_volume
 
 
-@pytest.mark.parametrize("status,transient", [(400, False), (403, False), (404, False), (409, False), (422, False),
-                                              (408, True), (429, True), (500, True), (503, True), (0, True)])
+@pytest.mark.parametrize("status,transient", [(400, False), (404, False), (409, False), (422, False), (401, True),
+                                              (403, True), (408, True), (429, True), (500, True), (503, True),
+                                              (0, True)])
 def test_is_transient_api_errors(status, transient):
     assert is_transient(ApiException(status=status)) is transient
 

@@ -1,9 +1,12 @@
-"""transfer.py: which exec failures open the connection again (nothing ran in the pod yet)."""
+"""transfer.py: which exec failures open the connection again (nothing ran in the pod yet), and
+the stdout reader that tarfile reads the outputs through."""
+import os
+
 import pytest
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketBadStatusException, WebSocketConnectionClosedException
 
-from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _handshake_failed
+from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _handshake_failed, _StdoutReader
 
 
 @pytest.mark.parametrize("error,again", [
@@ -20,3 +23,40 @@ from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _handsh
 ])
 def test_handshake_failed(error, again):
     assert _handshake_failed(error) is again
+
+
+class ChunkedWs:
+    """Stands in for the exec websocket: stdout arrives in large chunks, then the command ends."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+
+    def is_open(self):
+        return bool(self.chunks)
+
+    def update(self, timeout=0):
+        pass
+
+    def read_channel(self, channel):
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+def test_stdout_reader_gives_back_exactly_the_stream_in_small_reads():
+    data = os.urandom(24 << 20)
+    chunks = [data[i:i + (3 << 20) + 7] for i in range(0, len(data), (3 << 20) + 7)]
+    reader = _StdoutReader(ChunkedWs(chunks), timeout=5)
+    pieces = []
+    while True:
+        piece = reader.read(10240)
+        if not piece:
+            break
+        pieces.append(piece)
+    assert b"".join(pieces) == data
+    assert len(reader.buffer) <= 2 * (3 << 20) + 16  # what was read is let go
+
+
+def test_stdout_reader_read_all():
+    reader = _StdoutReader(ChunkedWs([b"abc", b"def"]), timeout=5)
+    assert reader.read(2) == b"ab"
+    assert reader.read() == b"cdef"
+    assert reader.read() == b""
