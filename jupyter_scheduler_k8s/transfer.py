@@ -54,7 +54,17 @@ def _open_exec(core, namespace: str, pod: str, container: str, command: List[str
     # The client copies all stdout into an in-memory buffer for read_all(), which we never call;
     # drop it so a large transfer streams instead of accumulating.
     ws._all = _Discard()
+    ws._channels = _Channels()
     return ws
+
+
+class _Channels(dict):
+    """The client keeps each channel's unread data as bytes and appends every frame with `+=`,
+    which copies all that is unread each time: quadratic when a large transfer arrives faster than
+    it is read (120 MB of outputs kept a core busy for minutes). bytearrays append in place."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, bytearray(value) if isinstance(value, bytes) else value)
 
 
 class _Discard:

@@ -6,7 +6,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketBadStatusException, WebSocketConnectionClosedException
 
-from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _handshake_failed, _StdoutReader
+from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _Channels, _handshake_failed, _StdoutReader
 
 
 @pytest.mark.parametrize("error,again", [
@@ -60,3 +60,12 @@ def test_stdout_reader_read_all():
     assert reader.read(2) == b"ab"
     assert reader.read() == b"cdef"
     assert reader.read() == b""
+
+
+def test_channels_append_in_place():
+    """What the client does with each frame (`channels[c] += data`) extends one buffer."""
+    channels = _Channels()
+    channels[1] = b"ab"
+    first = channels[1]
+    channels[1] += b"cd"
+    assert channels[1] is first and channels[1] == b"abcd"
