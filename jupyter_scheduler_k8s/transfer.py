@@ -61,10 +61,13 @@ def _open_exec(core, namespace: str, pod: str, container: str, command: List[str
 class _Channels(dict):
     """The client keeps each channel's unread data as bytes and appends every frame with `+=`,
     which copies all that is unread each time: quadratic when a large transfer arrives faster than
-    it is read (120 MB of outputs kept a core busy for minutes). bytearrays append in place."""
+    it is read (120 MB of outputs kept a core busy for minutes). bytearrays append in place.
+    (Only stdout and stderr: the client parses the status channel with yaml, which takes bytes.)"""
 
     def __setitem__(self, key, value):
-        super().__setitem__(key, bytearray(value) if isinstance(value, bytes) else value)
+        if key in (STDOUT_CHANNEL, STDERR_CHANNEL) and isinstance(value, bytes):
+            value = bytearray(value)
+        super().__setitem__(key, value)
 
 
 class _Discard:

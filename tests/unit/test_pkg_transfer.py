@@ -3,6 +3,7 @@ the stdout reader that tarfile reads the outputs through."""
 import os
 
 import pytest
+import yaml
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketBadStatusException, WebSocketConnectionClosedException
 
@@ -69,3 +70,9 @@ def test_channels_append_in_place():
     first = channels[1]
     channels[1] += b"cd"
     assert channels[1] is first and channels[1] == b"abcd"
+
+
+def test_the_status_channel_stays_bytes_for_the_clients_yaml_parser():
+    channels = _Channels()
+    channels[3] = b'{"status": "Success"}'
+    assert type(channels[3]) is bytes and yaml.safe_load(channels[3]) == {"status": "Success"}
