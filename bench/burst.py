@@ -8,14 +8,13 @@ deadline; jobs still in flight then are reported as such. Reports per phase: COM
 in flight, time until all ended, jobs per minute, peak RSS of the server process tree and peak
 memory in use on the machine."""
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.concurrency import (  # noqa: E402
-    STOCK_LIMIT, delete_namespace, fresh_namespace, machine_used_mb, run_phase, tree_rss_mb,
+    STOCK_LIMIT, bench_cluster, delete_namespace, machine_used_mb, run_phase, tree_rss_mb,
 )
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
 
@@ -42,21 +41,11 @@ def main():
         parser.error(f"--stock-jobs: at most {STOCK_LIMIT} processes at once on this machine")
 
     from jupyter_scheduler.scheduler import Scheduler
-    from kubernetes import client, config
-    from traitlets.config import Config
 
-    from jupyter_scheduler_k8s import __version__
     from jupyter_scheduler_k8s.executors import K8sExecutionManager
     from jupyter_scheduler_k8s.scheduler import K8sScheduler
 
-    kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
-    image = os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
-    os.environ["K8S_NAMESPACE"] = args.namespace
-    config.load_kube_config(kubeconfig)
-    core = client.CoreV1Api()
-    fresh_namespace(core, args.namespace)
-    c = Config()
-    c.K8sConfig.namespace, c.K8sConfig.image = args.namespace, image
+    core, c = bench_cluster(args.namespace)
     print(f"machine memory in use before: {machine_used_mb() / 1024:.1f} GiB", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

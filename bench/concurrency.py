@@ -82,6 +82,25 @@ def fresh_namespace(core, name):
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
 
+def bench_cluster(namespace):
+    """The local cluster as admin, a fresh namespace, and the K8sConfig of both phases (the stock
+    phase's spawned processes read the same through K8S_* variables)."""
+    from kubernetes import client, config
+    from traitlets.config import Config
+
+    from jupyter_scheduler_k8s import __version__
+
+    kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
+    image = os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
+    os.environ["K8S_NAMESPACE"] = namespace
+    config.load_kube_config(kubeconfig)
+    core = client.CoreV1Api()
+    fresh_namespace(core, namespace)
+    c = Config()
+    c.K8sConfig.namespace, c.K8sConfig.image = namespace, image
+    return core, c
+
+
 def count_requests(counter):
     """Counts every request any ApiClient in this process serializes (exec streams use their own)."""
     from kubernetes.client import ApiClient
@@ -104,21 +123,11 @@ def main():
     args = parser.parse_args()
 
     from jupyter_scheduler.scheduler import Scheduler
-    from kubernetes import client, config
-    from traitlets.config import Config
 
-    from jupyter_scheduler_k8s import __version__
     from jupyter_scheduler_k8s.executors import K8sExecutionManager
     from jupyter_scheduler_k8s.scheduler import K8sScheduler
 
-    kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
-    image = os.environ.setdefault("K8S_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
-    os.environ["K8S_NAMESPACE"] = args.namespace
-    config.load_kube_config(kubeconfig)
-    core = client.CoreV1Api()
-    fresh_namespace(core, args.namespace)
-    c = Config()
-    c.K8sConfig.namespace, c.K8sConfig.image = args.namespace, image
+    core, c = bench_cluster(args.namespace)
     c.K8sConfig.cpu_request, c.K8sConfig.memory_request = "10m", "64Mi"
     os.environ["K8S_EXECUTOR_CPU_REQUEST"], os.environ["K8S_EXECUTOR_MEMORY_REQUEST"] = "10m", "64Mi"
 
