@@ -10,10 +10,11 @@ import time
 from typing import Iterable, List
 
 import tenacity
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
-from kubernetes.stream.ws_client import STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL
+from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, V5_CHANNEL_PROTOCOL
 from websocket import WebSocketException
 
 from .safe_tar import extract_outputs
@@ -84,10 +85,31 @@ def _finish(ws, what: str, timeout: float):
     if ws.is_open():
         ws.close()
         raise TransferError(f"{what} did not finish within {timeout:.0f}s")
-    code = ws.returncode
+    code = _exit_code(ws.read_channel(ERROR_CHANNEL), what)
     if code != 0:
         detail = stderr.decode("utf-8", "replace").strip()[-500:] if stderr else ""
         raise CommandFailed(f"{what} failed (exit code {code}){': ' + detail if detail else ''}")
+
+
+def _exit_code(status: bytes, what: str) -> int:
+    """The command's exit code from the exec status channel. (The client's own `returncode` fails
+    with a ValueError when the status is not an exit code, e.g. "container not found".) No exit
+    code means the command did not run to its end in the pod: a TransferError, tried again."""
+    try:
+        parsed = yaml.safe_load(status) if status else None
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise TransferError(f"{what} ended without an exit status (the connection was lost)")
+    if parsed.get("status") == "Success":
+        return 0
+    for cause in (parsed.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    raise TransferError(f"{what} could not run: {parsed.get('message') or parsed}")
 
 
 class _StdinWriter:

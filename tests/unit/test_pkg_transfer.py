@@ -7,7 +7,9 @@ import yaml
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketBadStatusException, WebSocketConnectionClosedException
 
-from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError, _Channels, _handshake_failed, _StdoutReader
+from jupyter_scheduler_k8s.transfer import (
+    CommandFailed, TransferError, _Channels, _exit_code, _handshake_failed, _StdoutReader,
+)
 
 
 @pytest.mark.parametrize("error,again", [
@@ -76,3 +78,30 @@ def test_the_status_channel_stays_bytes_for_the_clients_yaml_parser():
     channels = _Channels()
     channels[3] = b'{"status": "Success"}'
     assert type(channels[3]) is bytes and yaml.safe_load(channels[3]) == {"status": "Success"}
+
+
+# Status channel messages as the API server sends them (metav1.Status).
+SUCCESS = b'{"metadata":{},"status":"Success"}'
+EXIT_1 = (b'{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: error executing '
+          b'command [jsk8s-executor stage-out], exit code 1","reason":"NonZeroExitCode","details":{"causes":'
+          b'[{"reason":"ExitCode","message":"1"}]}}')
+NOT_FOUND = (b'{"metadata":{},"status":"Failure","message":"unable to upgrade connection: container not found '
+             b'(\\"executor\\")","details":{"causes":[{"message":"unable to upgrade connection: container not found '
+             b'(\\"executor\\")"}]}}')
+
+
+def test_exit_code_from_the_status_channel():
+    assert _exit_code(SUCCESS, "stage-out") == 0
+    assert _exit_code(EXIT_1, "stage-out") == 1
+
+
+@pytest.mark.parametrize("status,message", [
+    (NOT_FOUND, 'stage-out could not run: unable to upgrade connection: container not found ("executor")'),
+    (b"", "stage-out ended without an exit status"),
+    (b"{not yaml: [", "stage-out ended without an exit status"),
+])
+def test_no_exit_code_is_a_transfer_error_tried_again(status, message):
+    with pytest.raises(TransferError) as raised:
+        _exit_code(status, "stage-out")
+    assert not isinstance(raised.value, CommandFailed)
+    assert str(raised.value).startswith(message)
