@@ -440,3 +440,15 @@ def test_cleanup_keeps_the_volume_when_the_outcome_says_so(keep, deleted):
     run = JobRun(NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), K8sConfig(), clients)
     run.cleanup(Outcome("failed", "x", keep_volume=keep))
     assert clients.calls == [(kind, f"jsk8s-{JOB_ID}") for kind in deleted]
+
+
+def test_collect_keeps_the_outputs_when_release_is_killed(monkeypatch):
+    """The pod exits as soon as release marks the outputs collected, which can kill release itself."""
+    run = make_run()
+    run.clients = types.SimpleNamespace(core=None, context_name="kind-jsk8s")
+    monkeypatch.setattr(transfer, "receive_outputs", lambda *a, **k: ({"status": "completed"}, ["out.ipynb"]))
+
+    def killed(*args, **kwargs):
+        raise transfer.CommandFailed("release in pod p failed (exit code 137)")
+    monkeypatch.setattr(transfer, "run_command", killed)
+    assert run.collect("p") == ({"status": "completed"}, ["out.ipynb"])
