@@ -34,9 +34,7 @@ class JobMonitor:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="jsk8s-job")
         self.runs: Dict[str, JobRun] = {}
         self.pods: Dict[str, object] = {}
-        # job id -> the step queued or running for it (at most one per job), and whether it is final
-        self.busy: Dict[str, Future] = {}
-        self.finishing = set()
+        self.busy: Dict[str, Future] = {}  # job id -> the step queued or running for it (one at most)
         self.failures: Dict[str, int] = {}  # consecutive failed steps
         self.retry_at: Dict[str, float] = {}  # no step before this time (after a failed one)
         self.lock = threading.RLock()
@@ -60,11 +58,6 @@ class JobMonitor:
             self.failures.pop(job_id, None)
             self.retry_at.pop(job_id, None)
             return self.runs.pop(job_id, None)
-
-    def collecting(self, job_id: str) -> bool:
-        """True while the job's final step (collecting its outputs) is queued or running."""
-        with self.lock:
-            return job_id in self.finishing
 
     def wait_idle(self, job_id: str, timeout: float) -> None:
         """Waits for the step in progress for a job, if any, to end (e.g. before deleting its files)."""
@@ -166,8 +159,6 @@ class JobMonitor:
         with self.lock:
             if job_id in self.busy:
                 return
-            if final:
-                self.finishing.add(job_id)
 
             def work():
                 try:
@@ -181,7 +172,6 @@ class JobMonitor:
                 finally:
                     with self.lock:
                         self.busy.pop(job_id, None)
-                        self.finishing.discard(job_id)
                     if not final and not self._stop.is_set():
                         self._evaluate(job_id)  # the pod may have moved on while we worked
 

@@ -137,9 +137,9 @@ def test_one_step_per_job_at_a_time(monitor):
     gate = threading.Event()
     run = tracked(monitor, FakeRun())
     monitor._act(run, gate.wait, final=True)
-    assert monitor.collecting("job-1")
+    assert "job-1" in monitor.busy
     second = []
     monitor._act(run, lambda: second.append(1))
     gate.set()
     monitor.wait_idle("job-1", timeout=10)
-    assert second == [] and not monitor.collecting("job-1")
+    assert second == [] and "job-1" not in monitor.busy
