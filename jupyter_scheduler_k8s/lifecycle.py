@@ -156,7 +156,7 @@ def retry_transient(fn, *args):
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient), reraise=True,
         stop=tenacity.stop_after_attempt(STEP_ATTEMPTS),
-        wait=tenacity.wait_exponential_jitter(initial=2, max=30))
+        wait=tenacity.wait_exponential(multiplier=2, max=30) + tenacity.wait_random(0, 1))
     return retrying(fn, *args)
 
 

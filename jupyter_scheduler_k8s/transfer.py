@@ -40,8 +40,8 @@ def _handshake_failed(error: BaseException) -> bool:
     return isinstance(error, (WebSocketException, OSError))
 
 
-@tenacity.retry(retry=tenacity.retry_if_exception(_handshake_failed), reraise=True,
-                stop=tenacity.stop_after_attempt(5), wait=tenacity.wait_exponential_jitter(initial=0.5, max=8))
+@tenacity.retry(retry=tenacity.retry_if_exception(_handshake_failed), reraise=True, stop=tenacity.stop_after_attempt(5),
+                wait=tenacity.wait_exponential(multiplier=0.5, max=8) + tenacity.wait_random(0, 0.5))
 def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
     # stream() swaps the ApiClient's call_api for a websocket one while it runs: on a shared client,
     # another thread's plain request (the pod watch) would go out as a websocket handshake. Each
