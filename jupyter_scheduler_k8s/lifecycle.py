@@ -390,8 +390,14 @@ class JobRun:
             if e.status != 404:
                 raise
             job = None
+        return self.located(job, self._pvc_exists, self.job_events_problem)
+
+    def located(self, job, pvc_exists: Callable[[], bool], events_problem: Callable[[], Optional[str]]):
+        """The next step for a Job as read from the API (None if absent), or None to keep waiting.
+        The callables are asked only when the answer depends on them."""
         if job is not None:
             self.created = True
+        if job is not None and job.metadata.deletion_timestamp is None:
             problem = reasons.job_problem(job, self.timeout_seconds)
             if problem:
                 return Fail(problem)
@@ -399,11 +405,11 @@ class JobRun:
                 if self.seen_pod:
                     return Fail("the job pod was deleted before it finished")
                 if time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
-                    return Fail(self.job_events_problem() or "the Job created no pod in time")
+                    return Fail(events_problem() or "the Job created no pod in time")
                 return None
-        # The Job ended (or its TTL removed it) with nobody collecting: the outputs, if any,
-        # are still on the PVC.
-        if self._pvc_exists():
+        # The Job ended, its TTL removed it, or someone deleted it (it may linger while its
+        # finalizers run, but it will never run again): the outputs, if any, are on the PVC.
+        if pvc_exists():
             return CollectFromVolume()
         return Fail("the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
 

@@ -7,6 +7,7 @@ changes is that no process is spawned per job. One JobMonitor in the server foll
 server went away are picked up again when it starts.
 """
 import asyncio
+import logging
 import os
 import shutil
 import threading
@@ -43,6 +44,18 @@ class ManagedK8sExecutionManager(K8sExecutionManager):
     supported_features = managed_supported_features
 
 
+def _log_to(server_log: logging.Logger) -> None:
+    """Sends the package's messages (job steps, retries, recovery) to the server's own log,
+    where an operator looks; without this, Python keeps only warnings, on bare stderr."""
+    package = logging.getLogger(__package__)
+    if server_log is package or package.handlers or not server_log.handlers:
+        return
+    for handler in server_log.handlers:
+        package.addHandler(handler)
+    package.setLevel(server_log.getEffectiveLevel())
+    package.propagate = False
+
+
 class K8sScheduler(Scheduler):
     recovery_interval_seconds = Int(60, config=True, help="""
         How often jobs the database holds as in progress are matched against Kubernetes, besides
@@ -61,6 +74,7 @@ class K8sScheduler(Scheduler):
         if self.execution_manager_class is K8sExecutionManager:
             # The chart names K8sExecutionManager; under this scheduler it can stop and delete.
             self.execution_manager_class = ManagedK8sExecutionManager
+        _log_to(self.log)
         self.k8s = K8sConfig(parent=self)
         self.clients = Clients(self.k8s.kubeconfig, self.k8s.context)
         selector = names.all_jobs_selector() + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"

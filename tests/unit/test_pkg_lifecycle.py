@@ -211,6 +211,60 @@ def test_decide_a_recovered_run_locates_before_it_submits_anything():
     assert isinstance(run.decide(None), Locate)
 
 
+# ---- JobRun.located: what the Job and PVC read from the API mean ------------------------------------
+
+def _never():
+    raise AssertionError("not needed for this answer")
+
+
+def _located(run, job, pvc=None, events=None):
+    return run.located(job, _never if pvc is None else (lambda: pvc), _never if events is None else (lambda: events))
+
+
+def test_located_running_job_waits_for_its_pod():
+    run = make_run()
+    run.recovered = True
+    assert _located(run, h.job([], status={"active": 1})) is None
+    assert run.created
+
+
+def test_located_running_job_whose_pod_went_fails():
+    run = make_run()
+    run.seen_pod = True
+    assert _located(run, h.job([], status={"active": 1})) == Fail("the job pod was deleted before it finished")
+
+
+def test_located_job_without_a_pod_for_too_long_names_the_newest_warning():
+    run = make_run({"scheduling_timeout_seconds": 0})
+    step = _located(run, h.job([], status={}), events="FailedCreate: exceeded quota")
+    assert step == Fail("FailedCreate: exceeded quota")
+
+
+def test_located_deadline_on_the_job_is_a_timeout():
+    run = make_run({"timeout_seconds": 30})
+    step = _located(run, h.job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]))
+    assert isinstance(step, Fail) and "timed out after 30 s" in step.message
+
+
+def test_located_finished_job_is_collected_from_its_volume():
+    assert _located(make_run(), h.job([], status={"succeeded": 1}), pvc=True) == CollectFromVolume()
+
+
+def test_located_job_being_deleted_does_not_wait_for_a_pod():
+    """Someone deleted a running Job (its finalizers keep it a while): it will never run again.
+    Waiting for its pod would keep the job IN_PROGRESS until the scheduling timeout."""
+    run = make_run()
+    run.recovered = True
+    deleting = h.job([], status={"active": 1}, deleting=True)
+    assert _located(run, deleting, pvc=True) == CollectFromVolume()
+    assert "no longer exist" in _located(run, deleting, pvc=False).message
+
+
+def test_located_job_and_volume_gone_fails():
+    assert _located(make_run(), None, pvc=False) == Fail(
+        "the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
+
+
 # ---- JobRun.build_objects ---------------------------------------------------------------------------
 
 CFG = {

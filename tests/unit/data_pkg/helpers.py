@@ -167,12 +167,16 @@ def pod(status: dict, **kwargs):
     return deserialize(pod_dict(copy.deepcopy(status), **kwargs), "V1Pod")
 
 
-def job(conditions: list):
+def job(conditions: list, *, status: dict = None, deleting: bool = False):
+    """A kubernetes.client.V1Job: by default one that failed; `status` replaces its counts."""
+    metadata = {"name": "jsk8s-job", "namespace": "jupyter-jobs", "creationTimestamp": CREATED}
+    if deleting:
+        metadata.update(deletionTimestamp=CREATED, finalizers=["foregroundDeletion"])
     return deserialize({
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "jsk8s-job", "namespace": "jupyter-jobs", "creationTimestamp": CREATED},
+        "metadata": metadata,
         "spec": {"backoffLimit": 0, "template": {"spec": {"containers": [{"name": "executor", "image": IMAGE}],
                                                           "restartPolicy": "Never"}}},
-        "status": {"conditions": conditions, "failed": 1, "startTime": CREATED},
+        "status": {"conditions": conditions, "startTime": CREATED, **({"failed": 1} if status is None else status)},
     }, "V1Job")
