@@ -150,6 +150,7 @@ class JobMonitor:
         sees it untracked yet still in progress, and only then deletes the job's objects. A job
         untracked meanwhile (stopped, deleted) takes no outcome: whoever let it go decides."""
         if self.tracked(run.job.job_id):
+            log.info("job %s: %s%s", run.job.job_id, outcome.status, f": {outcome.message}" if outcome.message else "")
             self.on_outcome(run, outcome)
         run.cleanup_quietly(outcome)
         self.untrack(run.job.job_id)

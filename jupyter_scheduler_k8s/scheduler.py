@@ -251,6 +251,8 @@ class K8sScheduler(Scheduler):
                 self.log.exception("recovery of job %s failed", model.job_id)
                 what = "stopped" if model.status == Status.STOPPING else "recovered after a server restart"
                 self._fail(model.job_id, f"the job could not be {what}: {reasons.describe_error(e)}")
+        if models:
+            self.log.info("recovery: took up %d of %d jobs in flight that no monitor followed", taken, len(models))
         return taken
 
     def _recover_one(self, model: DescribeJob) -> int:
