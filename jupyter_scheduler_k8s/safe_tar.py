@@ -51,11 +51,14 @@ def _check_member(member: tarfile.TarInfo, dest: str) -> str:
     rel = os.path.normpath(member.name)
     if os.path.isabs(member.name) or rel == ".." or rel.startswith("../") or rel == ".":
         raise UnsafeOutputError(f"refused {member.name!r} in the job's outputs: not a path inside the job")
+    # Links already in dest (a stale output, a user's file) must not lead outside it.
+    if os.path.commonpath([os.path.realpath(os.path.join(dest, rel)), dest]) != dest:
+        raise UnsafeOutputError(f"refused {member.name!r} in the job's outputs: it leads outside the job's "
+                                "directory through a link")
     if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4, 3.10.12, 3.9.17
         try:
-            # The stdlib's own rules for untrusted archives as a second check: the resolved
-            # target (following links already in dest) must stay inside dest. The checks above
-            # and _open_inside's refusal of links do not depend on it.
+            # The stdlib's own rules for untrusted archives, as a second check. Nothing above,
+            # nor _open_inside's refusal of links, depends on it: older Pythons lack it.
             tarfile.data_filter(member, dest)
         except tarfile.FilterError as e:
             raise UnsafeOutputError(f"refused {member.name!r} in the job's outputs: {e}") from None
@@ -76,6 +79,8 @@ def _make_dirs_inside(dest: Path, rel_dir: str) -> Path:
 def _open_inside(dest: Path, rel: str):
     """Opens dest/rel for writing without following any symlink on the way."""
     target = _make_dirs_inside(dest, os.path.dirname(rel)) / os.path.basename(rel)
+    if target.is_symlink():
+        raise UnsafeOutputError(f"refused {rel!r} in the job's outputs: a link is in its place")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
 

@@ -381,6 +381,15 @@ def test_does_not_write_through_an_existing_file_symlink(site):
     assert (site.canary / "keep.txt").read_text() == "untouched"
 
 
+def test_a_link_inside_the_job_is_refused_not_followed(site):
+    """A link to another file of the job leads nowhere outside, but is not written through either:
+    the refusal is the job's answer (an OSError would be taken for a passing fault and retried)."""
+    (site.dest / "other.csv").write_text("kept")
+    (site.dest / "out.csv").symlink_to(site.dest / "other.csv")
+    refused(site, member("work/out.csv", b"overwritten"), match="a link is in its place")
+    assert (site.dest / "other.csv").read_text() == "kept"
+
+
 def test_does_not_follow_a_dangling_symlink_outside(site):
     (site.dest / "out.csv").symlink_to(site.canary / "new.txt")
     site.before_root = site.outside()
