@@ -1,6 +1,9 @@
-"""K8sScheduler.recover's bookkeeping, without a cluster: one job that cannot be taken up ends
-FAILED with its reason, and the round goes on to the next. (What recovery does on Kubernetes is
-tested end to end in tests/e2e/test_scheduler_e2e.py.)"""
+"""K8sScheduler's bookkeeping, without a cluster: recovery ends a job it cannot take up as FAILED
+with its reason and goes on to the next; a stop that races a collection collects once. (What
+they do on Kubernetes is tested end to end in tests/e2e/test_scheduler_e2e.py.)"""
+import threading
+import time
+
 import pytest
 from jupyter_scheduler.environments import CondaEnvironmentManager
 from jupyter_scheduler.models import Status
@@ -64,3 +67,51 @@ def test_one_job_that_cannot_be_taken_up_does_not_hold_up_the_others(scheduler, 
     assert jobs[renamed].status == Status.FAILED
     assert "Unknown compute type 'gone'; valid: small" in jobs[renamed].status_message
     assert jobs[renamed].end_time
+
+
+class RacingRun:
+    """Stands in for the JobRun whose collection is under way when the user presses Stop."""
+
+    def __init__(self, job_id):
+        self.job = type("J", (), {"job_id": job_id})()
+        self.selector = "test"
+        self.volume = True  # the monitor's cleanup deletes it once the outputs are in
+        self.collected, self.stopped = [], 0
+
+    def stop(self):
+        self.stopped += 1
+
+    def _pvc_exists(self):
+        return self.volume
+
+    def collect_from_volume(self):
+        self.collected.append("stop")
+        return {"status": "failed"}, []
+
+
+def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
+    job_id = _add(scheduler, "racing", compute_type="small")
+    run = RacingRun(job_id)
+    scheduler.monitor.runs[job_id] = run
+    started, release = threading.Event(), threading.Event()
+
+    def collecting():  # the monitor's final step: collect, record, delete the volume
+        started.set()
+        release.wait(30)
+        run.collected.append("monitor")
+        run.volume = False
+    scheduler.monitor._act(run, collecting, final=True)
+    assert started.wait(10)
+
+    deleted = threading.Event()
+    monkeypatch.setattr("jupyter_scheduler_k8s.scheduler.wait_for_pod", lambda *a, **k: True)
+    monkeypatch.setattr(scheduler, "_delete_objects_quietly", lambda job_id: deleted.set())
+    scheduler.stop_job(job_id)  # from a plain thread: waits for the stop, not the collection
+    assert scheduler.get_job(job_id, job_files=False).status == Status.STOPPED
+    assert run.stopped == 1 and not scheduler.monitor.tracked(job_id)
+
+    time.sleep(0.5)
+    assert not deleted.is_set()  # the stop's collector waits for the collection under way
+    release.set()
+    assert deleted.wait(10)
+    assert run.collected == ["monitor"]
