@@ -80,6 +80,7 @@ def cmd_run(args) -> int:
     clients = _clients(cfg)
     if clients is None:
         return 2
+    from .driver import KubeDriver
     from .lifecycle import JobFailed, JobRun, NotebookJob
 
     job_id = str(uuid.uuid4())
@@ -93,7 +94,7 @@ def cmd_run(args) -> int:
         def phase(p):
             print(f"[{time.monotonic() - started:6.1f}s] {p}", flush=True)
 
-        run = JobRun(job, cfg, clients, on_phase=phase)
+        run = JobRun(job, cfg, KubeDriver(cfg, clients), on_phase=phase)
         print(f"job {job_id} in namespace {cfg.namespace}, image {cfg.image}", flush=True)
         status = 0
         try:

@@ -10,21 +10,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import tenacity
 import urllib3
 import websocket
 from kubernetes.client.rest import ApiException
 
-from . import manifests, names, reasons, transfer
-from .clients import Clients, pull_policy
-from .config import K8sConfig, UnknownProfileError, image_for, resolve_profile
+from . import names, reasons, transfer
+from .config import K8sConfig, UnknownProfileError, resolve_profile
+from .driver import NotFound, run_files
 from .safe_tar import UnsafeOutputError
-from .watch import WaitTimeout, wait_for_pod
+from .watch import WaitTimeout
 
 log = logging.getLogger(__name__)
-EXECUTOR = ["jsk8s-executor"]
 LOG_FORMAT = "log"
 NO_RESULT = "the executor ended without a result"
 GENERIC_FAILURES = {NO_RESULT}
@@ -118,25 +117,6 @@ def _age_seconds(obj) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds() if created else 0.0
 
 
-def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
-    """The last `limit` bytes of a stream, starting at a line, and how many bytes were left out."""
-    kept, cut = bytearray(), 0
-    for chunk in chunks:
-        kept += chunk
-        if len(kept) > 2 * limit:  # trim now and then, not on every chunk
-            cut += len(kept) - limit
-            del kept[:len(kept) - limit]
-    if len(kept) > limit:
-        cut += len(kept) - limit
-        del kept[:len(kept) - limit]
-    if cut:
-        newline = kept.find(b"\n")
-        if 0 <= newline < len(kept) - 1:
-            cut += newline + 1
-            del kept[:newline + 1]
-    return bytes(kept), cut
-
-
 def is_transient(error: BaseException) -> bool:
     """Errors that may pass: broken transfers, connections and timeouts, and the API server's 5xx,
     429 and 408 answers (which the client has already retried a few times). 401 and 403 too: an
@@ -160,34 +140,15 @@ def retry_transient(fn, *args):
     return retrying(fn, *args)
 
 
-def _delete(method, name: str, namespace: str, propagation_policy="Background", grace_period_seconds=0) -> None:
-    """Deletes one object by name; 404 means it is already gone."""
-    try:
-        method(name, namespace, propagation_policy=propagation_policy, grace_period_seconds=grace_period_seconds)
-    except ApiException as e:
-        if e.status != 404:
-            raise
-
-
-def delete_objects(clients: Clients, namespace: str, job_id: str, collector: bool = True) -> None:
-    """Deletes every object the backend creates for a job: the Job (its pods go with it), the
-    collector pod (unless the caller knows there is none) and the PVC. By name: the names are the
-    backend's own (names.py), the chart's Role grants delete and no deletecollection, and the
-    admission policy checks every name."""
-    name = names.object_name(job_id)
-    _delete(clients.batch.delete_namespaced_job, name, namespace)
-    if collector:
-        _delete(clients.core.delete_namespaced_pod, names.collector_name(job_id), namespace)
-    _delete(clients.core.delete_namespaced_persistent_volume_claim, name, namespace)
-
-
 class JobRun:
-    def __init__(self, job: NotebookJob, cfg: K8sConfig, clients: Clients,
+    """One job's lifecycle. `driver` does what the steps ask of Kubernetes: a driver.KubeDriver
+    in direct mode, the gateway's client in hub mode."""
+
+    def __init__(self, job: NotebookJob, cfg: K8sConfig, driver,
                  on_phase: Callable[[str], None] = lambda phase: None):
-        self.job, self.cfg, self.clients, self.on_phase = job, cfg, clients, on_phase
+        self.job, self.cfg, self.driver, self.on_phase = job, cfg, driver, on_phase
         self.namespace = cfg.namespace
         self.name = names.object_name(job.job_id)
-        self.selector = names.job_selector(job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
         try:
             self.profile, self.profile_error = resolve_profile(cfg, job.compute_type), None
         except UnknownProfileError as e:
@@ -204,73 +165,35 @@ class JobRun:
         self.log_text = ""
         self.submitted = time.monotonic()
 
-    # ---- objects ---------------------------------------------------------------------------
-    def _labels(self, component):
-        return names.labels(self.job.job_id, component, self.cfg.username, self.job.job_name, self.cfg.extra_labels)
-
-    def _annotations(self):
-        return names.annotations(self.cfg.username, self.job.job_name, self.cfg.extra_annotations)
-
-    def executor_spec(self) -> dict:
-        return {"input": self.job.input_file, "outputs": dict(self.job.outputs),
-                "parameters": dict(self.job.parameters), "kernel_name": None, "cell_timeout": None,
-                "collect_hold_seconds": self.cfg.collect_hold_seconds}
-
-    def build_objects(self):
-        p = self.profile
-        pvc = manifests.make_pvc(self.name, self.namespace, self._labels(names.COMPONENT_JOB), self._annotations(),
-                                 self.cfg.storage_size, self.cfg.storage_class)
-        job = manifests.make_job(
-            self.name, self.namespace, self._labels(names.COMPONENT_JOB), self._annotations(),
-            image=image_for(self.cfg, self.job.environment),
-            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
-            spec=self.executor_spec(),
-            container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
-                                                    p["memory_limit"], int(p["gpu"] or 0)),
-            node_selector=p["node_selector"], tolerations=p["tolerations"],
-            timeout_seconds=self.timeout_seconds, ttl_seconds=self.cfg.job_ttl_seconds)
-        return pvc, job
-
-    # ---- requests (each handles its own statuses) --------------------------------------------
+    # ---- steps (each handles its own statuses) ------------------------------------------------
     def submit(self) -> None:
         if self.profile_error:
             raise JobFailed(self.profile_error)
-        self.clients.api_client  # resolves the context, which the pull policy depends on
-        pvc, job = self.build_objects()
         self.on_phase("submitting")
-        # If the Job's create fails, the PVC stays for the next try (409 then means done); a job
-        # that fails for good has both deleted by name.
-        self._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc)
-        self._create(self.clients.batch.create_namespaced_job, job)
+        try:
+            self.driver.create(self.job, self.profile, self.timeout_seconds)
+        except NotFound as e:
+            raise JobFailed(f"the job's Kubernetes objects belong to someone else ({e})") from None
         self.created = True
         self.submitted = time.monotonic()
 
     def stage_in(self, pod: str) -> None:
         self.on_phase("staging")
-        root = self.job.staging_dir
-        if self.job.package_input_folder:
-            files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-        else:
-            files = [self.job.input_file]
-        # Only regular files go: a link in the user's folder could point at any server file.
-        skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
+        files, skipped = run_files(self.job.staging_dir, self.job.package_input_folder, self.job.input_file)
         if skipped:
             log.warning("job %s: not sending links or special files: %s", self.job.job_id, ", ".join(skipped))
-        files = [f for f in files if f not in skipped]
-        transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER,
-                            EXECUTOR + ["stage-in"], root, files)
+        self.driver.send_inputs(self.job.job_id, pod, self.job.staging_dir, files)
         self.staged = True
         self.on_phase("running")
 
-    def collect(self, pod: str):
+    def collect(self, pod: str, component: str = names.COMPONENT_JOB):
         """Streams the outputs into the staging dir; returns (result, written paths)."""
         self.on_phase("collecting")
-        result, written = transfer.receive_outputs(
-            self.clients.core, self.namespace, pod, manifests.CONTAINER, EXECUTOR + ["stage-out"],
-            self.job.staging_dir, self.cfg.output_size_limit)
+        result, written = self.driver.receive_outputs(self.job.job_id, pod, component, self.job.staging_dir,
+                                                      self.cfg.output_size_limit)
         try:
-            transfer.run_command(self.clients.core, self.namespace, pod, manifests.CONTAINER, EXECUTOR + ["release"])
-        except transfer.TransferError as e:
+            self.driver.release(self.job.job_id, pod, component)
+        except (transfer.TransferError, NotFound) as e:
             # The outputs are in; release only lets the pod exit early. The pod exits as soon as
             # the marker is there, which can kill this very command (exit code 137), and cleanup
             # deletes the pod in any case.
@@ -279,74 +202,47 @@ class JobRun:
 
     def collect_from_volume(self):
         """Collects through a short-lived pod on the job's PVC (same image, same security)."""
-        name = names.collector_name(self.job.job_id)
-        pod = manifests.make_collector_pod(
-            name, self.namespace, self._labels(names.COMPONENT_COLLECTOR), self._annotations(),
-            image=image_for(self.cfg, self.job.environment),
-            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
-            pvc_name=self.name, hold_seconds=300)
-        self._create(self.clients.core.create_namespaced_pod, pod)
         try:
-            return self._collect_through(name)
+            self.driver.start_collector(self.job)
+        except NotFound:
+            raise transfer.CommandFailed("the job's volume is gone") from None
+        try:
+            return self._collect_through()
         finally:
-            self._delete(self.clients.core.delete_namespaced_pod, name)
+            self.driver.remove_collector(self.job.job_id)
 
-    def _collect_through(self, name: str):
-        selector = names.job_selector(self.job.job_id) + f",{names.LABEL_COMPONENT}={names.COMPONENT_COLLECTOR}"
-
+    def _collect_through(self):
         def running(p):
             problem = p is not None and (reasons.image_problem(p) or reasons.terminated_problem(p))
             if problem:
                 return Fail(f"could not start the output collector: {problem}")
             cs = (p.status.container_statuses or [None])[0] if p is not None and p.status else None
-            return True if cs is not None and cs.state.running else None
+            return p.metadata.name if cs is not None and cs.state.running else None
 
         try:
-            answer = wait_for_pod(self.clients.core, self.namespace, selector, running,
-                                  self.cfg.scheduling_timeout_seconds)
+            answer = self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_COLLECTOR, running,
+                                              self.cfg.scheduling_timeout_seconds)
         except WaitTimeout:
             raise JobFailed("the output collector pod did not start in time") from None
         if isinstance(answer, Fail):
             raise JobFailed(answer.message)
-        return self.collect(name)
+        return self.collect(answer, names.COMPONENT_COLLECTOR)
 
     def cleanup(self, outcome: Optional[Outcome] = None) -> None:
         """Deletes the Job (and its pods) and the PVC, unless the outcome keeps the volume. Safe to
         call any number of times. A collector pod is deleted where it was made (collect_from_volume)."""
-        if outcome is not None and outcome.keep_volume:
-            self._delete(self.clients.batch.delete_namespaced_job, self.name)
-        else:
-            delete_objects(self.clients, self.namespace, self.job.job_id, collector=False)
+        self.driver.delete(self.job.job_id, keep_volume=outcome is not None and outcome.keep_volume,
+                           collector=False)
 
     def stop(self) -> None:
-        """Deletes the Job gracefully: its pod gets SIGTERM and terminationGracePeriodSeconds to
-        save the notebook as it is (the executor writes its outputs to the PVC), which stays."""
-        self._delete(self.clients.batch.delete_namespaced_job, self.name, grace_period_seconds=None,
-                     propagation_policy="Foreground")
-
-    def _create(self, method, body):
-        """409 means a restarted server already made it: that is success."""
-        try:
-            method(self.namespace, body)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-
-    def _delete(self, method, name, **options):
-        _delete(method, name, self.namespace, **options)
+        """Deletes the Job gracefully (see the driver); the PVC stays for the partial outputs."""
+        self.driver.stop(self.job.job_id)
 
     def cleanup_quietly(self, outcome: Optional[Outcome] = None) -> None:
         try:
             self.cleanup(outcome)
         except Exception:  # noqa: BLE001 - never mask the job's own outcome; the TTL is a backstop
             log.exception("cleanup of %s failed", self.name)
-
-    def job_events_problem(self) -> Optional[str]:
-        """The newest warning event about the Job (e.g. a quota refusing its pod), if any."""
-        events = self.clients.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={self.name},type=Warning")
-        newest = sorted(events.items, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
-        return reasons.short(f"{newest[-1].reason}: {newest[-1].message}") if newest else None
 
     # ---- decisions ----------------------------------------------------------------------------
     def decide(self, pod):
@@ -384,13 +280,9 @@ class JobRun:
     def locate(self):
         """Resolves Locate: the next step from the Job's and the PVC's state (API calls)."""
         self.recovered = False
-        try:
-            job = self.clients.batch.read_namespaced_job(self.name, self.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            job = None
-        return self.located(job, self._pvc_exists, self.job_events_problem)
+        job_id = self.job.job_id
+        return self.located(self.driver.read_job(job_id), lambda: self.driver.volume_exists(job_id),
+                            lambda: self.driver.warning_event(job_id))
 
     def located(self, job, pvc_exists: Callable[[], bool], events_problem: Callable[[], Optional[str]]):
         """The next step for a Job as read from the API (None if absent), or None to keep waiting.
@@ -412,16 +304,6 @@ class JobRun:
         if pvc_exists():
             return CollectFromVolume()
         return Fail("the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
-
-    def _pvc_exists(self) -> bool:
-        """True if the job's PVC exists and is not being deleted."""
-        try:
-            pvc = self.clients.core.read_namespaced_persistent_volume_claim(self.name, self.namespace)
-            return pvc.metadata.deletion_timestamp is None
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
 
     # ---- the end of a job -------------------------------------------------------------------
     def finish(self, step) -> Outcome:
@@ -473,7 +355,7 @@ class JobRun:
     def next_step(self, timeout: float = 10 ** 9):
         """Waits for the next final step, staging the inputs on the way."""
         while True:
-            step = wait_for_pod(self.clients.core, self.namespace, self.selector, self.decide, timeout)
+            step = self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_JOB, self.decide, timeout)
             if isinstance(step, StageIn):
                 self.stage_in(step.pod)
             elif isinstance(step, Locate):
@@ -513,19 +395,10 @@ class JobRun:
         """Saves the executor pod's log (the notebook's printed output) into the staging dir.
 
         Only the last `run_log_limit` bytes are kept: a failure's traceback is at the end."""
-        if not self.pod_name:
+        tail = self.driver.log_tail(self.job.job_id, self.pod_name, self.cfg.run_log_limit) if self.pod_name else None
+        if tail is None:
             return None
-        try:
-            response = self.clients.core.read_namespaced_pod_log(
-                self.pod_name, self.namespace, container=manifests.CONTAINER, _preload_content=False)
-        except ApiException as e:
-            if e.status in (400, 404):  # container never started, or pod already gone
-                return None
-            raise
-        try:
-            data, cut = log_tail_bytes(response.stream(256 * 1024), self.cfg.run_log_limit)
-        finally:
-            response.release_conn()
+        data, cut = tail
         self.log_text = data.decode("utf-8", "replace")
         if cut:
             self.log_text = f"[jsk8s] the first {cut} bytes of this log were left out\n" + self.log_text
@@ -563,6 +436,6 @@ class JobRun:
             cs = (pod.status.container_statuses or [None])[0] if pod is not None and pod.status else None
             return pod if pod is None or (cs is not None and cs.state.terminated) else None
         try:
-            return wait_for_pod(self.clients.core, self.namespace, self.selector, ended, wait_seconds)
+            return self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_JOB, ended, wait_seconds)
         except Exception:  # best effort: the result.json message stands on its own
             return None

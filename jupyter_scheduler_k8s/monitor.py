@@ -21,16 +21,14 @@ from .lifecycle import (
 )
 from .reasons import describe_error
 from .transfer import CommandFailed
-from .watch import LIST, TICK, pod_events
+from .watch import LIST, TICK
 
 log = logging.getLogger(__name__)
 
 
 class JobMonitor:
-    def __init__(self, core_factory: Callable, namespace: str, selector: str,
-                 on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
-        self._core_factory, self.namespace, self.selector = core_factory, namespace, selector
-        self.on_outcome, self.tick = on_outcome, tick
+    def __init__(self, driver, on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
+        self.driver, self.on_outcome, self.tick = driver, on_outcome, tick
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="jsk8s-job")
         self.runs: Dict[str, JobRun] = {}
         self.pods: Dict[str, object] = {}
@@ -86,10 +84,9 @@ class JobMonitor:
 
     # ---- the watch ----------------------------------------------------------------------------
     def _watch(self) -> None:
-        core = self._core_factory()
         while not self._stop.is_set():
             try:
-                for kind, obj in pod_events(core, self.namespace, self.selector, self.tick, self._stop.is_set):
+                for kind, obj in self.driver.pod_events(None, names.COMPONENT_JOB, self.tick, self._stop.is_set):
                     self._on_event(kind, obj)
             except Exception:  # keep monitoring: a broken watch must not strand the jobs
                 log.exception("job watch failed; restarting it")

@@ -24,9 +24,9 @@ from . import names, reasons
 from .clients import Clients
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
-from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome, delete_objects
+from .driver import KubeDriver
+from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
-from .watch import wait_for_pod
 
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
 
@@ -76,12 +76,8 @@ class K8sScheduler(Scheduler):
             self.execution_manager_class = ManagedK8sExecutionManager
         _log_to(self.log)
         self.k8s = K8sConfig(parent=self)
-        self.clients = Clients(self.k8s.kubeconfig, self.k8s.context)
-        selector = names.all_jobs_selector() + f",{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
-        if self.k8s.username:
-            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.k8s.username)}"
-        self.monitor = JobMonitor(lambda: self.clients.core, self.k8s.namespace, selector,
-                                  self._record_outcome, workers=self.worker_threads)
+        self.driver = KubeDriver(self.k8s, Clients(self.k8s.kubeconfig, self.k8s.context))
+        self.monitor = JobMonitor(self.driver, self._record_outcome, workers=self.worker_threads)
         # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
         # recovery must never take a job that is still being created for orphaned.
         self._tracking_lock = threading.Lock()
@@ -127,7 +123,7 @@ class K8sScheduler(Scheduler):
 
     def _run_for(self, model: DescribeJob, staging_paths) -> JobRun:
         job = NotebookJob.from_staging_paths(model.job_id, staging_paths, model)
-        return JobRun(job, self.k8s, self.clients)
+        return JobRun(job, self.k8s, self.driver)
 
     # ---- jobs out -----------------------------------------------------------------------------
     def _manager(self, job_id: str):
@@ -189,9 +185,9 @@ class K8sScheduler(Scheduler):
             # A collection that was already under way when the stop came finishes first (and
             # deletes the PVC): the outputs are collected once.
             self.monitor.wait_idle(run.job.job_id, timeout=300)
-            wait_for_pod(self.clients.core, self.k8s.namespace, run.selector,
-                         lambda pod: True if pod is None else None, timeout=60)
-            if run._pvc_exists():
+            self.driver.wait_for_pod(run.job.job_id, names.COMPONENT_JOB, lambda pod: True if pod is None else None,
+                                     timeout=60)
+            if self.driver.volume_exists(run.job.job_id):
                 result, written = run.collect_from_volume()
                 outcome = run.outcome(result, written)
                 self._manager(run.job.job_id).record_files(outcome)
@@ -210,7 +206,7 @@ class K8sScheduler(Scheduler):
             self._stop_job(job_id, collect=False)
         self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
         self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
-        delete_objects(self.clients, self.k8s.namespace, job_id)
+        self.driver.delete(job_id)
         staging_paths = self.get_staging_paths(model)
         if staging_paths:
             shutil.rmtree(os.path.dirname(staging_paths["input"]), ignore_errors=True)
@@ -229,7 +225,7 @@ class K8sScheduler(Scheduler):
 
     def _delete_objects_quietly(self, job_id: str) -> None:
         try:
-            delete_objects(self.clients, self.k8s.namespace, job_id)
+            self.driver.delete(job_id)
         except Exception:  # noqa: BLE001 - the job's outcome stands; the Job's TTL is the backstop
             self.log.exception("could not delete the Kubernetes objects of job %s", job_id)
 

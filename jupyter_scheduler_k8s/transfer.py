@@ -7,7 +7,7 @@ cannot do that, so v5 is required.
 import os
 import tarfile
 import time
-from typing import Iterable, List
+from typing import Iterable, List, Tuple
 
 import tenacity
 import yaml
@@ -208,3 +208,22 @@ def run_command(core, namespace: str, pod: str, container: str, command: List[st
     finally:
         if ws.is_open():
             ws.close()
+
+
+def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
+    """The last `limit` bytes of a stream, starting at a line, and how many bytes were left out."""
+    kept, cut = bytearray(), 0
+    for chunk in chunks:
+        kept += chunk
+        if len(kept) > 2 * limit:  # trim now and then, not on every chunk
+            cut += len(kept) - limit
+            del kept[:len(kept) - limit]
+    if len(kept) > limit:
+        cut += len(kept) - limit
+        del kept[:len(kept) - limit]
+    if cut:
+        newline = kept.find(b"\n")
+        if 0 <= newline < len(kept) - 1:
+            cut += newline + 1
+            del kept[:newline + 1]
+    return bytes(kept), cut

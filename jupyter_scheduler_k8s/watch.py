@@ -69,13 +69,13 @@ def _pause(error, backoff: float) -> float:
     return min(backoff * 2, 10)
 
 
-def wait_for_pod(core, namespace: str, selector: str, decide: Callable[[Optional[object]], Optional[T]],
-                 timeout: float, tick: float = TICK_SECONDS) -> T:
-    """Calls decide(pod or None) for the single pod matching `selector` on every change and tick,
-    until it returns something other than None, which is returned."""
+def first_answer(events: Iterator[Tuple[str, object]], decide: Callable[[Optional[object]], Optional[T]],
+                 timeout: float) -> T:
+    """Calls decide(pod or None) for the single pod that `events` (from pod_events) follow, on
+    every change and tick, until it returns something other than None, which is returned."""
     deadline = time.monotonic() + timeout
     pod = None
-    for kind, obj in pod_events(core, namespace, selector, min(tick, max(timeout, 1))):
+    for kind, obj in events:
         if kind == LIST:
             pod = obj[0] if obj else None
         elif kind == "DELETED":
@@ -87,3 +87,4 @@ def wait_for_pod(core, namespace: str, selector: str, decide: Callable[[Optional
             return answer
         if time.monotonic() > deadline:
             raise WaitTimeout(f"no answer after {timeout:.0f}s")
+    raise WaitTimeout("the pod events ended")

@@ -1,5 +1,5 @@
 """lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on recorded pod states,
-JobRun.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
+KubeDriver.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
 import json
 import types
 
@@ -10,10 +10,11 @@ from traitlets.config import Config
 
 from jupyter_scheduler_k8s import transfer
 from jupyter_scheduler_k8s.config import K8sConfig
+from jupyter_scheduler_k8s.driver import KubeDriver
 from jupyter_scheduler_k8s.lifecycle import (
     Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, NotebookJob, Outcome, StageIn, Submit,
-    log_tail_bytes,
 )
+from jupyter_scheduler_k8s.transfer import log_tail_bytes
 from jupyter_scheduler_k8s.safe_tar import UnsafeOutputError
 
 from .data_pkg import helpers as h
@@ -55,7 +56,14 @@ def model(**kwargs):
 
 def make_run(cfg_traits=None, job=None, context="kind-jsk8s") -> JobRun:
     cfg = K8sConfig(config=Config({"K8sConfig": cfg_traits or {}}))
-    return JobRun(job or NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), cfg, NoApi(context))
+    return JobRun(job or NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), cfg,
+                  KubeDriver(cfg, NoApi(context)))
+
+
+def build_objects(cfg_traits=None, job=None, context="kind-jsk8s"):
+    """KubeDriver.build_objects for a job, with the profile and timeout its JobRun resolves."""
+    run = make_run(cfg_traits, job, context)
+    return run.driver.build_objects(run.job, run.profile, run.timeout_seconds)
 
 
 # ---- NotebookJob.from_staging_paths -------------------------------------------------------------------
@@ -265,7 +273,7 @@ def test_located_job_and_volume_gone_fails():
         "the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
 
 
-# ---- JobRun.build_objects ---------------------------------------------------------------------------
+# ---- KubeDriver.build_objects ---------------------------------------------------------------------------
 
 CFG = {
     "namespace": "jupyter-jobs",
@@ -294,7 +302,7 @@ CFG = {
 
 def test_build_objects_uses_the_profile_and_the_environment():
     job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="gpu", parameters={"a": "1"}))
-    pvc, k8s_job = make_run(CFG, job).build_objects()
+    pvc, k8s_job = build_objects(CFG, job)
     pvc, k8s_job = serialize(pvc), serialize(k8s_job)
     name = "jsk8s-" + JOB_ID
     labels = {
@@ -344,7 +352,7 @@ def test_build_objects_uses_the_profile_and_the_environment():
 
 def test_build_objects_default_profile_and_image():
     job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS)  # no model: no compute type, no environment
-    _, k8s_job = make_run(CFG, job, context="in-cluster").build_objects()
+    _, k8s_job = build_objects(CFG, job, context="in-cluster")
     k8s_job = serialize(k8s_job)
     pod_spec = k8s_job["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
@@ -362,21 +370,21 @@ def test_build_objects_default_profile_and_image():
 @pytest.mark.parametrize("compute_type", [None, "small", "gpu"])
 def test_build_objects_pod_passes_pod_security_restricted(compute_type):
     job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type=compute_type))
-    _, k8s_job = make_run(CFG, job).build_objects()
+    _, k8s_job = build_objects(CFG, job)
     pod_spec = serialize(k8s_job)["spec"]["template"]["spec"]
     assert restricted_violations(pod_spec) == []
     assert pod_spec["automountServiceAccountToken"] is False
 
 
 def test_build_objects_configured_pull_policy_wins():
-    _, k8s_job = make_run(dict(CFG, image_pull_policy="Always")).build_objects()
+    _, k8s_job = build_objects(dict(CFG, image_pull_policy="Always"))
     assert serialize(k8s_job)["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"
 
 
 def test_build_objects_is_repeatable():
-    run = make_run(CFG, NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="gpu")))
-    first = [serialize(o) for o in run.build_objects()]
-    assert [serialize(o) for o in run.build_objects()] == first
+    job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model(compute_type="gpu"))
+    first = [serialize(o) for o in build_objects(CFG, job)]
+    assert [serialize(o) for o in build_objects(CFG, job)] == first
 
 
 def test_unknown_compute_type_fails_at_submit_but_can_be_cleaned_up():
@@ -476,33 +484,29 @@ def test_finish_deletes_nothing():
 
 
 class Deletes:
-    """Records deletes by name (the only API calls cleanup makes)."""
+    """A driver that records what cleanup asks it to delete."""
 
     def __init__(self):
-        self.calls, self.context_name = [], "kind-jsk8s"
-        self.batch = types.SimpleNamespace(delete_namespaced_job=self.record("job"))
-        self.core = types.SimpleNamespace(delete_namespaced_persistent_volume_claim=self.record("pvc"),
-                                          delete_namespaced_pod=self.record("pod"))
+        self.calls = []
 
-    def record(self, kind):
-        return lambda name, namespace, **kw: self.calls.append((kind, name))
+    def delete(self, job_id, keep_volume=False, collector=True):
+        self.calls.append((job_id, keep_volume, collector))
 
 
-@pytest.mark.parametrize("keep,deleted", [(False, ["job", "pvc"]), (True, ["job"])])
-def test_cleanup_keeps_the_volume_when_the_outcome_says_so(keep, deleted):
-    clients = Deletes()
-    run = JobRun(NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), K8sConfig(), clients)
+@pytest.mark.parametrize("keep", [False, True])
+def test_cleanup_keeps_the_volume_when_the_outcome_says_so(keep):
+    driver = Deletes()
+    run = JobRun(NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), K8sConfig(), driver)
     run.cleanup(Outcome("failed", "x", keep_volume=keep))
-    assert clients.calls == [(kind, f"jsk8s-{JOB_ID}") for kind in deleted]
+    assert driver.calls == [(JOB_ID, keep, False)]
 
 
 def test_collect_keeps_the_outputs_when_release_is_killed(monkeypatch):
     """The pod exits as soon as release marks the outputs collected, which can kill release itself."""
     run = make_run()
-    run.clients = types.SimpleNamespace(core=None, context_name="kind-jsk8s")
-    monkeypatch.setattr(transfer, "receive_outputs", lambda *a, **k: ({"status": "completed"}, ["out.ipynb"]))
 
     def killed(*args, **kwargs):
         raise transfer.CommandFailed("release in pod p failed (exit code 137)")
-    monkeypatch.setattr(transfer, "run_command", killed)
+    run.driver = types.SimpleNamespace(receive_outputs=lambda *a, **k: ({"status": "completed"}, ["out.ipynb"]),
+                                       release=killed)
     assert run.collect("p") == ({"status": "completed"}, ["out.ipynb"])

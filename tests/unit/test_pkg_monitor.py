@@ -29,7 +29,7 @@ class FakeRun:
 @pytest.fixture
 def monitor():
     outcomes = []
-    m = JobMonitor(lambda: pytest.fail("no watch in these tests"), "jobs", "x=y",
+    m = JobMonitor(None,  # no watch in these tests
                    on_outcome=lambda run, outcome: (outcomes.append(outcome), run.events.append(("record", outcome.status))),
                    workers=2)
     m.outcomes = outcomes

@@ -81,9 +81,6 @@ class RacingRun:
     def stop(self):
         self.stopped += 1
 
-    def _pvc_exists(self):
-        return self.volume
-
     def collect_from_volume(self):
         self.collected.append("stop")
         return {"status": "failed"}, []
@@ -104,7 +101,8 @@ def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
     assert started.wait(10)
 
     deleted = threading.Event()
-    monkeypatch.setattr("jupyter_scheduler_k8s.scheduler.wait_for_pod", lambda *a, **k: True)
+    monkeypatch.setattr(scheduler.driver, "wait_for_pod", lambda *a, **k: True)
+    monkeypatch.setattr(scheduler.driver, "volume_exists", lambda job_id: run.volume)
     monkeypatch.setattr(scheduler, "_delete_objects_quietly", lambda job_id: deleted.set())
     scheduler.stop_job(job_id)  # from a plain thread: waits for the stop, not the collection
     assert scheduler.get_job(job_id, job_files=False).status == Status.STOPPED

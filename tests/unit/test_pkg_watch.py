@@ -1,4 +1,5 @@
-"""watch.py with an API server that keeps failing: a caller's deadline still holds."""
+"""watch.py with an API server that keeps failing: a caller's deadline still holds (the
+waits of driver.KubeDriver.wait_for_pod)."""
 import time
 
 import pytest
@@ -6,7 +7,11 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from jupyter_scheduler_k8s import watch
-from jupyter_scheduler_k8s.watch import WaitTimeout, wait_for_pod
+from jupyter_scheduler_k8s.watch import WaitTimeout, first_answer, pod_events
+
+
+def wait_for_pod(core, namespace, selector, decide, timeout):
+    return first_answer(pod_events(core, namespace, selector, min(5, timeout)), decide, timeout)
 
 
 class FailingCore:

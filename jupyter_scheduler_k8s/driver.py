@@ -1,0 +1,305 @@
+"""Everything a job's lifecycle asks of Kubernetes, in one place, scoped to one owner.
+
+`lifecycle.JobRun` decides; a driver acts. `KubeDriver` acts through the Kubernetes API with the
+credentials it is given: in the user's server in direct mode, and in the jobs gateway in hub mode,
+one per request, with the authenticated user as the owner. The user server's gateway client offers
+the same methods over HTTP, so there is one lifecycle whichever way the requests go.
+
+Every object is found by its name (names.py) and used only if its owner annotation names this
+driver's owner: another owner's job reads as absent (a 404 in the gateway). A pod is used only if
+it is genuinely the job's: its controller is the job's Job (the executor pod) or PVC (the
+collector pod), by uid, which only the API server sets. Labels alone could be forged by anyone
+who can create a pod.
+"""
+import logging
+import os
+import threading
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
+
+from kubernetes.client import V1OwnerReference
+from kubernetes.client.rest import ApiException
+
+from . import manifests, names, reasons, transfer
+from .clients import Clients, pull_policy
+from .config import K8sConfig, image_for
+from .watch import LIST, TICK, WaitTimeout, first_answer, pod_events
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EXECUTOR = ["jsk8s-executor"]
+
+
+class NotFound(Exception):
+    """No such job, volume or pod for this owner (it never was, it is gone, or it is not theirs)."""
+
+
+def _absent_on_404(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+class KubeDriver:
+    def __init__(self, cfg: K8sConfig, clients: Clients, owner: Optional[str] = None):
+        self.cfg, self.clients = cfg, clients
+        self.namespace = cfg.namespace
+        self.owner = cfg.username if owner is None else owner
+        self._uids: Dict[Tuple[str, str], str] = {}  # (kind, job id) -> uid of the owner's object
+        self._lock = threading.Lock()
+
+    # ---- names and ownership -----------------------------------------------------------------
+    def selector(self, job_id: Optional[str] = None, component: str = names.COMPONENT_JOB) -> str:
+        selector = names.job_selector(job_id) if job_id else names.all_jobs_selector()
+        selector += f",{names.LABEL_COMPONENT}={component}"
+        if self.owner:
+            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
+        return selector
+
+    def owns(self, obj) -> bool:
+        """The exact user name is in an annotation: label values are slugs, and could collide."""
+        annotations = (obj.metadata.annotations or {}) if obj is not None and obj.metadata else {}
+        return annotations.get(names.ANNOTATION_USERNAME, "") == (self.owner or "")
+
+    def _owned(self, obj):
+        return obj if obj is not None and self.owns(obj) else None
+
+    def _remember(self, kind: str, job_id: str, obj):
+        if obj is not None:
+            with self._lock:
+                self._uids[(kind, job_id)] = obj.metadata.uid
+        return obj
+
+    # ---- objects ----------------------------------------------------------------------------
+    def build_objects(self, job, profile: dict, timeout_seconds: int):
+        """The PVC and the Job for a lifecycle.NotebookJob, with this driver's owner."""
+        name = names.object_name(job.job_id)
+        labels = names.labels(job.job_id, names.COMPONENT_JOB, self.owner, job.job_name, self.cfg.extra_labels)
+        annotations = names.annotations(self.owner, job.job_name, self.cfg.extra_annotations)
+        pvc = manifests.make_pvc(name, self.namespace, labels, annotations, self.cfg.storage_size,
+                                 self.cfg.storage_class)
+        p = profile
+        k8s_job = manifests.make_job(
+            name, self.namespace, labels, annotations,
+            image=image_for(self.cfg, job.environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            spec=executor_spec(job, self.cfg.collect_hold_seconds),
+            container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
+                                                    p["memory_limit"], int(p["gpu"] or 0)),
+            node_selector=p["node_selector"], tolerations=p["tolerations"],
+            timeout_seconds=timeout_seconds, ttl_seconds=self.cfg.job_ttl_seconds)
+        return pvc, k8s_job
+
+    def create(self, job, profile: dict, timeout_seconds: int) -> None:
+        """Creates the job's PVC and Job. Objects that exist already and are this owner's count as
+        made (a retried or restarted submit); another owner's are a NotFound."""
+        self.clients.api_client  # resolves the context, which the pull policy depends on
+        pvc, k8s_job = self.build_objects(job, profile, timeout_seconds)
+        # If the Job's create fails, the PVC stays for the next try; a job that fails for good
+        # has both deleted by name.
+        self._remember("pvc", job.job_id, self._create(
+            self.clients.core.create_namespaced_persistent_volume_claim, pvc,
+            self.clients.core.read_namespaced_persistent_volume_claim))
+        self._remember("job", job.job_id, self._create(
+            self.clients.batch.create_namespaced_job, k8s_job, self.clients.batch.read_namespaced_job))
+
+    def _create(self, create, body, read):
+        try:
+            return create(self.namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        existing = self._owned(_absent_on_404(read, body.metadata.name, self.namespace))
+        if existing is None:
+            raise NotFound(f"{body.metadata.name} belongs to another job")
+        return existing
+
+    def read_job(self, job_id: str):
+        """The owner's Job, or None."""
+        job = _absent_on_404(self.clients.batch.read_namespaced_job, names.object_name(job_id), self.namespace)
+        return self._remember("job", job_id, self._owned(job))
+
+    def read_volume(self, job_id: str):
+        """The owner's PVC, or None."""
+        pvc = _absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
+                             names.object_name(job_id), self.namespace)
+        return self._remember("pvc", job_id, self._owned(pvc))
+
+    def volume_exists(self, job_id: str) -> bool:
+        """True if the job's PVC exists and is not being deleted."""
+        pvc = self.read_volume(job_id)
+        return pvc is not None and pvc.metadata.deletion_timestamp is None
+
+    def warning_event(self, job_id: str) -> Optional[str]:
+        """The newest warning event about the owner's Job (e.g. a quota refusing its pod), if any."""
+        if self.read_job(job_id) is None:
+            return None
+        events = self.clients.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={names.object_name(job_id)},type=Warning")
+        newest = sorted(events.items, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        return reasons.short(f"{newest[-1].reason}: {newest[-1].message}") if newest else None
+
+    def stop(self, job_id: str) -> None:
+        """Deletes the Job gracefully: its pod gets SIGTERM and terminationGracePeriodSeconds to
+        save the notebook as it is (the executor writes its outputs to the PVC), which stays."""
+        self._delete_owned("job", job_id, grace_period_seconds=None, propagation_policy="Foreground")
+
+    def delete(self, job_id: str, keep_volume: bool = False, collector: bool = True) -> None:
+        """Deletes the job's objects: the Job (its pods go with it), the collector pod (unless the
+        caller knows there is none) and, unless keep_volume, the PVC. Safe to call again."""
+        self._delete_owned("job", job_id)
+        if collector:
+            self.remove_collector(job_id)
+        if not keep_volume:
+            self._delete_owned("pvc", job_id)
+
+    def _delete_owned(self, kind: str, job_id: str, grace_period_seconds=0, propagation_policy="Background"):
+        """Deletes by name, with the uid of the owner's object as a precondition, so that nothing
+        else that took the name meanwhile is deleted. Gone already is done."""
+        obj = self.read_job(job_id) if kind == "job" else self.read_volume(job_id)
+        if obj is None:
+            return
+        method = (self.clients.batch.delete_namespaced_job if kind == "job"
+                  else self.clients.core.delete_namespaced_persistent_volume_claim)
+        _absent_on_404(method, obj.metadata.name, self.namespace, grace_period_seconds=grace_period_seconds,
+                       propagation_policy=propagation_policy, body={"preconditions": {"uid": obj.metadata.uid}})
+
+    # ---- the collector pod (outputs read from the PVC when the Job's pod is gone) -------------
+    def start_collector(self, job, hold_seconds: int = 300) -> None:
+        pvc = self.read_volume(job.job_id)
+        if pvc is None:
+            raise NotFound(f"the volume of job {job.job_id} is gone")
+        name = names.collector_name(job.job_id)
+        pod = manifests.make_collector_pod(
+            name, self.namespace,
+            names.labels(job.job_id, names.COMPONENT_COLLECTOR, self.owner, job.job_name, self.cfg.extra_labels),
+            names.annotations(self.owner, job.job_name, self.cfg.extra_annotations),
+            image=image_for(self.cfg, job.environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            pvc_name=pvc.metadata.name, hold_seconds=hold_seconds)
+        # Owned by the PVC: that uid is how the collector is told from a forged pod, and the
+        # collector goes when the PVC does.
+        pod.metadata.owner_references = [V1OwnerReference(
+            api_version="v1", kind="PersistentVolumeClaim", name=pvc.metadata.name, uid=pvc.metadata.uid)]
+        try:
+            self.clients.core.create_namespaced_pod(self.namespace, pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def remove_collector(self, job_id: str) -> None:
+        name = names.collector_name(job_id)
+        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        if pod is not None and self.genuine(pod, job_id):
+            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace, grace_period_seconds=0,
+                           body={"preconditions": {"uid": pod.metadata.uid}})
+
+    # ---- pods --------------------------------------------------------------------------------
+    def genuine(self, pod, job_id: Optional[str] = None) -> bool:
+        """The pod is the owner's job pod or collector, made by the Job controller or by us."""
+        labels = pod.metadata.labels or {}
+        pod_job = labels.get(names.LABEL_JOB_ID, "")
+        component = labels.get(names.LABEL_COMPONENT)
+        if not pod_job or (job_id is not None and pod_job != names.safe_slug(job_id)) or not self.owns(pod):
+            return False
+        kind = {names.COMPONENT_JOB: "job", names.COMPONENT_COLLECTOR: "pvc"}.get(component)
+        if kind is None:
+            return False
+        controllers = {ref.uid for ref in pod.metadata.owner_references or []
+                       if ref.kind == ("Job" if kind == "job" else "PersistentVolumeClaim")}
+        if not controllers:
+            return False
+        job_key = job_id or pod_job  # job ids are UUIDs: their slug is the id itself
+        with self._lock:
+            known = self._uids.get((kind, job_key))
+        if known not in controllers:
+            owner = self.read_job(job_key) if kind == "job" else self.read_volume(job_key)
+            known = owner.metadata.uid if owner is not None else None
+        return known in controllers
+
+    def pod_events(self, job_id: Optional[str] = None, component: str = names.COMPONENT_JOB,
+                   tick: float = 5, stopped: Callable[[], bool] = lambda: False) -> Iterator[Tuple[str, object]]:
+        """watch.pod_events for the owner's pods (one job's, or all), genuine ones only."""
+        for kind, obj in pod_events(self.clients.core, self.namespace, self.selector(job_id, component), tick, stopped):
+            if kind == LIST:
+                yield kind, [p for p in obj if self._genuine_quietly(p, job_id)]
+            elif kind == TICK or self._genuine_quietly(obj, job_id):
+                yield kind, obj
+
+    def _genuine_quietly(self, pod, job_id) -> bool:
+        try:
+            return self.genuine(pod, job_id)
+        except ApiException as e:  # the check is asked again at the next event
+            log.warning("could not check pod %s: %s", pod.metadata.name, reasons.describe_error(e))
+            return False
+
+    def wait_for_pod(self, job_id: str, component: str, decide: Callable[[Optional[object]], Optional[T]],
+                     timeout: float, tick: float = 5) -> T:
+        """decide(pod or None) on every change of the job's pod, until it returns an answer."""
+        return first_answer(self.pod_events(job_id, component, min(tick, max(timeout, 1))), decide, timeout)
+
+    def pod(self, job_id: str, pod_name: str, component: str = names.COMPONENT_JOB):
+        """The named pod, if it is genuinely the job's; else NotFound."""
+        pod = _absent_on_404(self.clients.core.read_namespaced_pod, pod_name, self.namespace)
+        if pod is None or (pod.metadata.labels or {}).get(names.LABEL_COMPONENT) != component \
+                or not self.genuine(pod, job_id):
+            raise NotFound(f"pod {pod_name} is not a pod of job {job_id}")
+        return pod
+
+    # ---- transfer ----------------------------------------------------------------------------
+    def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
+        self.pod(job_id, pod_name)
+        transfer.send_files(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
+                            EXECUTOR + ["stage-in"], root, files)
+
+    def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
+        """Streams the outputs into dest (safe_tar); returns (result, written paths)."""
+        self.pod(job_id, pod_name, component)
+        return transfer.receive_outputs(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
+                                        EXECUTOR + ["stage-out"], dest, size_limit)
+
+    def release(self, job_id: str, pod_name: str, component: str) -> None:
+        """Lets the pod exit now that its outputs are in."""
+        self.pod(job_id, pod_name, component)
+        transfer.run_command(self.clients.core, self.namespace, pod_name, manifests.CONTAINER, EXECUTOR + ["release"])
+
+    def log_tail(self, job_id: str, pod_name: str, limit: int) -> Optional[Tuple[bytes, int]]:
+        """The last `limit` bytes of the executor container's log (from a line start) and how many
+        bytes were left out; None if there is no log (the container never started, or the pod is
+        gone). The log is streamed: a notebook that printed gigabytes costs 2 x limit of memory."""
+        try:
+            self.pod(job_id, pod_name)
+            response = self.clients.core.read_namespaced_pod_log(
+                pod_name, self.namespace, container=manifests.CONTAINER, _preload_content=False)
+        except NotFound:
+            return None
+        except ApiException as e:
+            if e.status in (400, 404):
+                return None
+            raise
+        try:
+            return transfer.log_tail_bytes(response.stream(256 * 1024), limit)
+        finally:
+            response.release_conn()
+
+
+def executor_spec(job, collect_hold_seconds: int) -> dict:
+    """The executor's JSK8S_SPEC (docs/design.md) for a lifecycle.NotebookJob."""
+    return {"input": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
+            "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": collect_hold_seconds}
+
+
+def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[List[str], List[str]]:
+    """The files stage-in sends from the staging dir, and those it skips: only regular files go,
+    since a link in the user's folder could point at any server file."""
+    if package_input_folder:
+        files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    else:
+        files = [input_file]
+    skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
+    return [f for f in files if f not in skipped], skipped
+
+
+__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "run_files"]
