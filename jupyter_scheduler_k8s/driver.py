@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
-from kubernetes.client import V1OwnerReference
+from kubernetes.client import V1DeleteOptions, V1OwnerReference, V1Preconditions
 from kubernetes.client.rest import ApiException
 
 from . import manifests, names, reasons, transfer
@@ -163,8 +163,8 @@ class KubeDriver:
             return
         method = (self.clients.batch.delete_namespaced_job if kind == "job"
                   else self.clients.core.delete_namespaced_persistent_volume_claim)
-        _absent_on_404(method, obj.metadata.name, self.namespace, grace_period_seconds=grace_period_seconds,
-                       propagation_policy=propagation_policy, body={"preconditions": {"uid": obj.metadata.uid}})
+        _absent_on_404(method, obj.metadata.name, self.namespace, body=_delete_options(
+            obj.metadata.uid, grace_period_seconds, propagation_policy))
 
     # ---- the collector pod (outputs read from the PVC when the Job's pod is gone) -------------
     def start_collector(self, job, hold_seconds: int = 300) -> None:
@@ -193,8 +193,8 @@ class KubeDriver:
         name = names.collector_name(job_id)
         pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
         if pod is not None and self.genuine(pod, job_id):
-            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace, grace_period_seconds=0,
-                           body={"preconditions": {"uid": pod.metadata.uid}})
+            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace,
+                           body=_delete_options(pod.metadata.uid, 0, "Background"))
 
     # ---- pods --------------------------------------------------------------------------------
     def genuine(self, pod, job_id: Optional[str] = None) -> bool:
@@ -283,6 +283,13 @@ class KubeDriver:
             return transfer.log_tail_bytes(response.stream(256 * 1024), limit)
         finally:
             response.release_conn()
+
+
+def _delete_options(uid: str, grace_period_seconds: Optional[int], propagation_policy: str) -> V1DeleteOptions:
+    """All in the body: with a body, the API server ignores the query's options, and a Job
+    deleted without a propagation policy orphans its pods."""
+    return V1DeleteOptions(preconditions=V1Preconditions(uid=uid), grace_period_seconds=grace_period_seconds,
+                           propagation_policy=propagation_policy)
 
 
 def executor_spec(job, collect_hold_seconds: int) -> dict:

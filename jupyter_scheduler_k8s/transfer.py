@@ -7,7 +7,8 @@ cannot do that, so v5 is required.
 import os
 import tarfile
 import time
-from typing import Iterable, List, Tuple
+from contextlib import contextmanager
+from typing import Callable, Iterable, List, Tuple
 
 import tenacity
 import yaml
@@ -163,14 +164,42 @@ class _StdoutReader:
 def send_files(core, namespace: str, pod: str, container: str, command: List[str],
                root: str, relpaths: Iterable[str], timeout: float = 600) -> None:
     """Streams root/relpath for each relpath into `command`'s stdin as an uncompressed tar."""
+    with input_stream(core, namespace, pod, container, command, timeout) as stdin:
+        write_tar(stdin, root, relpaths)
+
+
+def write_tar(fileobj, root: str, relpaths: Iterable[str]) -> None:
+    """Writes root/relpath for each relpath to fileobj as an uncompressed tar stream."""
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for rel in relpaths:
+            # The staging dir is the server's; never follow a link out of it.
+            tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
+
+
+@contextmanager
+def input_stream(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 600):
+    """A writable file-like object on `command`'s stdin. When the block ends, stdin is closed
+    and the command's exit status checked (CommandFailed if it failed). The jobs gateway passes a
+    user's upload through this without reading it."""
     ws = _open_exec(core, namespace, pod, container, command)
     try:
-        with tarfile.open(fileobj=_StdinWriter(ws), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for rel in relpaths:
-                # The staging dir is the server's; never follow a link out of it.
-                tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
+        yield _StdinWriter(ws)
         ws.close_channel(0)
         _finish(ws, f"stage-in to pod {pod}", timeout)
+    finally:
+        if ws.is_open():
+            ws.close()
+
+
+@contextmanager
+def output_stream(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 600):
+    """A readable file-like object on `command`'s stdout (its stdin closed at once). When the
+    block ends, the command's exit status is checked."""
+    ws = _open_exec(core, namespace, pod, container, command)
+    try:
+        ws.close_channel(0)
+        yield _StdoutReader(ws, timeout)
+        _finish(ws, f"stage-out from pod {pod}", timeout)
     finally:
         if ws.is_open():
             ws.close()
@@ -179,25 +208,24 @@ def send_files(core, namespace: str, pod: str, container: str, command: List[str
 def receive_outputs(core, namespace: str, pod: str, container: str, command: List[str],
                     dest: str, size_limit: int, timeout: float = 600):
     """Runs `command` (which writes a stage-out tar on stdout) and safely extracts it into dest."""
-    ws = _open_exec(core, namespace, pod, container, command)
+    with output_stream(core, namespace, pod, container, command, timeout) as stdout:
+        return extract_stage_out(stdout, dest, size_limit, f"stage-out from pod {pod}",
+                                 lambda: _finish(stdout.ws, f"stage-out from pod {pod}", 10))
+
+
+def extract_stage_out(stdout, dest: str, size_limit: int, what: str, command_status: Callable[[], None]):
+    """safe_tar.extract_outputs on a stage-out stream. A stream that is not a tar usually means the
+    command failed before writing anything: command_status() raises its own reason then."""
     try:
-        ws.close_channel(0)
+        return extract_outputs(stdout, dest, size_limit)
+    except tarfile.TarError as e:
         try:
-            result = extract_outputs(_StdoutReader(ws, timeout), dest, size_limit)
-        except tarfile.TarError as e:
-            # Usually the command failed before writing anything: its own message says why.
-            try:
-                _finish(ws, f"stage-out from pod {pod}", 10)
-            except CommandFailed:
-                raise
-            except TransferError:
-                pass
-            raise TransferError(f"stage-out from pod {pod} sent no valid tar stream ({e})") from None
-        _finish(ws, f"stage-out from pod {pod}", timeout)
-        return result
-    finally:
-        if ws.is_open():
-            ws.close()
+            command_status()
+        except CommandFailed:
+            raise
+        except TransferError:
+            pass
+        raise TransferError(f"{what} sent no valid tar stream ({e})") from None
 
 
 def run_command(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 60) -> None:

@@ -77,7 +77,9 @@ class Api:
 
     def delete(self, kind):
         def delete(name, namespace, body=None, **kwargs):
-            self.deleted.append((kind, name, body["preconditions"]["uid"]))
+            assert not kwargs, "with a body, the API server ignores the query's delete options"
+            self.deleted.append((kind, name, body.preconditions.uid))
+            assert body.propagation_policy in ("Background", "Foreground")
         return delete
 
 

@@ -1,0 +1,618 @@
+"""The jobs gateway (hub mode): the one holder of Kubernetes rights in the jobs namespace.
+
+User servers hold no Kubernetes credentials. Their scheduler calls this HTTP API with the
+JupyterHub API token each server already has; JupyterHub's own HubAuth resolves the token to a user
+(through the hub's /hub/api/user, cached briefly), and every request then runs a
+driver.KubeDriver whose owner is that user. The lifecycle stays in the user's server (decisions,
+its DB, its staging dir); the gateway only acts, and keeps no state of its own: the Kubernetes
+objects, with their owner annotation, are the record. Inputs and outputs pass through as streams,
+with size caps, never whole in memory.
+
+Run it as `jupyter-scheduler-k8s gateway` (the chart's Deployment does). docs/design.md has the
+API; GET {prefix}api/v1/openapi.json describes it.
+"""
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Dict, Optional
+
+import urllib3
+from jupyterhub.services.auth import HubAuth, HubAuthenticated, UserNotAllowed
+from kubernetes.client.rest import ApiException
+from tornado import httpclient, web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from traitlets import Int, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from . import manifests, names, transfer, wire
+from .clients import Clients
+from .config import K8sConfig, UnknownProfileError, resolve_profile
+from .reasons import describe_error
+from .driver import EXECUTOR, KubeDriver, NotFound
+from .lifecycle import NotebookJob
+
+log = logging.getLogger(__name__)
+_CHUNK = 256 * 1024
+# A stage-out stream is the outputs plus tar headers: a little over output_size_limit.
+_TAR_SLACK = 64 * 1024 * 1024
+
+
+class GatewayConfig(LoggingConfigurable):
+    """The gateway's own settings; what jobs look like comes from K8sConfig, as in direct mode."""
+
+    service_prefix = Unicode(config=True, help="""
+        The URL path the gateway serves under. The hub's proxy passes /services/<name>/… on
+        unchanged, so this is that prefix. Default: $JUPYTERHUB_SERVICE_PREFIX, else
+        /services/jobs-gateway/.""")
+
+    @default("service_prefix")
+    def _prefix_default(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs-gateway/")
+
+    ip = Unicode("0.0.0.0", config=True, help="Address to listen on.")
+    port = Int(8000, config=True, help="Port to listen on.")
+
+    input_size_limit = Int(1024 ** 3, config=True, help="""
+        Largest upload (a job's input notebook, or its whole input folder as a tar) accepted, in
+        bytes. Larger ones get 413 and the job fails with that reason.""")
+
+    streams_per_user = Int(8, config=True, help="""
+        Transfers and pod watches one user may have open at once; more get 429. (One user
+        server holds one watch and up to its worker_threads transfers.)""")
+
+    streams_total = Int(200, config=True, help="Transfers and pod watches open at once over all users; more get 429.")
+
+    watch_seconds = Int(300, config=True, help="""
+        How long one pod-watch response lasts before the client reconnects (which it does at
+        once), so that replicas share the watches and none is held forever.""")
+
+    hub_timeout_seconds = Int(10, config=True, help="Timeout of one request to the hub's API (token checks).")
+
+
+class Refusal(web.HTTPError):
+    """An answer other than success, with a message for the user (in the JSON body; the status
+    line keeps the standard reason phrase, which must be plain ASCII)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status)
+        self.message = " ".join(message.split())[:1000]
+
+
+class _Limits:
+    """Open streams per user and in total."""
+
+    def __init__(self, per_user: int, total: int):
+        self.per_user, self.total = per_user, total
+        self.open: Dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def acquire(self, user: str) -> bool:
+        with self.lock:
+            if sum(self.open.values()) >= self.total or self.open.get(user, 0) >= self.per_user:
+                return False
+            self.open[user] = self.open.get(user, 0) + 1
+            return True
+
+    def release(self, user: str) -> None:
+        with self.lock:
+            self.open[user] -= 1
+            if not self.open[user]:
+                del self.open[user]
+
+
+class BaseHandler(HubAuthenticated, web.RequestHandler):
+    """Authenticates with HubAuth (a token only: no cookies, no redirects to a login page) and
+    turns the lifecycle's errors into status codes (wire.py). Never shows a traceback."""
+
+    public = False
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    @property
+    def gateway(self) -> "Gateway":
+        return self.settings["gateway"]
+
+    async def prepare(self):
+        if self.public:
+            return
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError:
+            # HubAuth could not reach the hub (or the hub failed): say so, with no detail.
+            raise Refusal(503, "JupyterHub's API cannot be reached to check the token") from None
+        if not model:
+            raise Refusal(401, "a valid JupyterHub token is required")
+        try:
+            model = self.check_hub_user(model)
+        except UserNotAllowed:
+            raise Refusal(403, "this token lacks the scope the jobs gateway requires") from None
+        if model.get("kind", "user") != "user":
+            raise Refusal(403, "jobs belong to users: use a user's token")
+        self.current_user = model["name"]
+
+    def driver(self) -> KubeDriver:
+        return KubeDriver(self.gateway.k8s, self.gateway.clients, owner=self.current_user)
+
+    def job_id(self, job_id: str) -> str:
+        if not wire.JOB_ID.match(job_id):
+            raise Refusal(404, "no such job")
+        return job_id
+
+    def pod_name(self, pod: str) -> str:
+        if not wire.POD_NAME.match(pod):
+            raise Refusal(404, "no such pod")
+        return pod
+
+    async def blocking(self, fn, *args):
+        """Runs a Kubernetes call on the gateway's threads; the event loop never waits on it."""
+        return await IOLoop.current().run_in_executor(self.gateway.pool, fn, *args)
+
+    def send_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code, **kwargs):
+        if status_code == 429:
+            self.set_header("Retry-After", "5")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": kwargs.get("message") or self._reason}))
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, web.Finish):
+            return super()._handle_request_exception(e)
+        refusal = _refusal(e)
+        if refusal.status_code >= 500 and not isinstance(e, (web.HTTPError, ApiException, transfer.TransferError,
+                                                              urllib3.exceptions.HTTPError, OSError)):
+            log.error("%s %s failed", self.request.method, self.request.path, exc_info=e)
+        else:
+            log.info("%s %s: %d %s", self.request.method, self.request.path, refusal.status_code, refusal.message)
+        if self._finished:
+            return
+        if self._headers_written:
+            # A stream broke off after it began: cut the connection, so that the client sees an
+            # incomplete response rather than a short one that looks whole.
+            self.request.connection.stream.close()
+            return
+        self.send_error(refusal.status_code, message=refusal.message)
+
+
+def _refusal(e: BaseException) -> Refusal:
+    """The status code for one of the lifecycle's errors (wire.py), and the user's message."""
+    if isinstance(e, Refusal):
+        return e
+    if isinstance(e, web.HTTPError):
+        return Refusal(e.status_code, e.reason or "")
+    if isinstance(e, NotFound):
+        return Refusal(404, str(e))
+    if isinstance(e, transfer.CommandFailed):
+        return Refusal(422, str(e))
+    if isinstance(e, UnknownProfileError):
+        return Refusal(400, str(e))
+    if isinstance(e, ApiException):
+        if e.status == 404:
+            return Refusal(404, "no such job")
+        if e.status in (400, 409, 422):  # e.g. an admission policy's refusal: the message says why
+            return Refusal(400, describe_error(e))
+        if e.status in (401, 403):
+            return Refusal(500, "the jobs gateway lacks a Kubernetes permission; ask the operator to run "
+                                "`jupyter-scheduler-k8s doctor` in the gateway")
+        return Refusal(503, "the Kubernetes API server is busy or away; try again")
+    if isinstance(e, (transfer.TransferError, urllib3.exceptions.HTTPError, OSError)):
+        return Refusal(502, "the transfer to or from the job's pod broke off; try again")
+    return Refusal(500, "internal error in the jobs gateway (see its log)")
+
+
+class Health(BaseHandler):
+    public = True
+
+    def get(self):
+        self.send_json({"status": "ok"})
+
+
+class OpenAPI(BaseHandler):
+    public = True
+
+    def get(self):
+        self.send_json(openapi(self.gateway.config_prefix))
+
+
+class WhoAmI(BaseHandler):
+    def get(self):
+        self.send_json({"name": self.current_user, "namespace": self.gateway.k8s.namespace})
+
+
+def _job_from_request(job_id: str, body: dict) -> NotebookJob:
+    """The job as the user's server describes it. Only names and values go in; the gateway
+    builds the objects, with the authenticated user as owner, from its own configuration."""
+    def name(value, what):
+        if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
+            raise Refusal(400, f"invalid {what}")
+        return value
+    job = body.get("job") if isinstance(body, dict) else None
+    if not isinstance(job, dict):
+        raise Refusal(400, "expected {\"job\": {...}}")
+    outputs = job.get("outputs") or {}
+    parameters = job.get("parameters") or {}
+    if not isinstance(outputs, dict) or not isinstance(parameters, dict):
+        raise Refusal(400, "outputs and parameters must be objects")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None))):
+            raise Refusal(400, "parameters must map names to plain values")
+    for optional in ("compute_type", "environment", "job_name"):
+        if job.get(optional) is not None and not isinstance(job.get(optional), str):
+            raise Refusal(400, f"invalid {optional}")
+    return NotebookJob(
+        job_id=job_id, staging_dir="", input_file=name(job.get("input_file"), "input_file"),
+        outputs={name(fmt, "output format"): name(file, "output name") for fmt, file in outputs.items()},
+        parameters=dict(parameters), job_name=(job.get("job_name") or "")[:255],
+        compute_type=job.get("compute_type"), environment=job.get("environment"))
+
+
+class Job(BaseHandler):
+    async def put(self, job_id):
+        job = _job_from_request(self.job_id(job_id), self._json_body())
+        profile = resolve_profile(self.gateway.k8s, job.compute_type)
+        timeout = int(profile["timeout_seconds"] or 0)
+        if len(json.dumps(job.parameters)) > 128 * 1024:
+            raise Refusal(413, "the job's parameters exceed 128 KiB")
+        await self.blocking(self.driver().create, job, profile, timeout)
+        self.send_json({"created": True}, status=201)
+
+    async def get(self, job_id):
+        job = await self.blocking(self.driver().read_job, self.job_id(job_id))
+        self.send_json({"job": wire.to_json(job)})
+
+    async def delete(self, job_id):
+        keep = self.get_argument("keep_volume", "0") == "1"
+        collector = self.get_argument("collector", "1") == "1"
+        await self.blocking(lambda: self.driver().delete(self.job_id(job_id), keep_volume=keep, collector=collector))
+        self.set_status(204)
+        self.finish()
+
+    def _json_body(self):
+        try:
+            return json.loads(self.request.body or b"null")
+        except ValueError:
+            raise Refusal(400, "the body is not JSON") from None
+
+
+class Volume(BaseHandler):
+    async def get(self, job_id):
+        self.send_json({"exists": await self.blocking(self.driver().volume_exists, self.job_id(job_id))})
+
+
+class Warning(BaseHandler):
+    async def get(self, job_id):
+        self.send_json({"warning": await self.blocking(self.driver().warning_event, self.job_id(job_id))})
+
+
+class Stop(BaseHandler):
+    async def post(self, job_id):
+        await self.blocking(self.driver().stop, self.job_id(job_id))
+        self.send_json({"stopped": True})
+
+
+class Collector(BaseHandler):
+    async def post(self, job_id):
+        body = json.loads(self.request.body or b"{}")
+        environment, job_name = body.get("environment"), body.get("job_name") or ""
+        if (environment is not None and not isinstance(environment, str)) or not isinstance(job_name, str):
+            raise Refusal(400, "invalid environment or job_name")
+        job = NotebookJob(job_id=self.job_id(job_id), staging_dir="", input_file="", outputs={},
+                          job_name=job_name[:255], environment=environment)
+        await self.blocking(self.driver().start_collector, job)
+        self.send_json({"started": True}, status=201)
+
+    async def delete(self, job_id):
+        await self.blocking(self.driver().remove_collector, self.job_id(job_id))
+        self.set_status(204)
+        self.finish()
+
+
+class Release(BaseHandler):
+    async def post(self, job_id, pod):
+        component = _component(self)
+        await self.blocking(self.driver().release, self.job_id(job_id), self.pod_name(pod), component)
+        self.send_json({"released": True})
+
+
+class Log(BaseHandler):
+    async def get(self, job_id, pod):
+        limit = min(int(self.get_argument("limit", str(self.gateway.k8s.run_log_limit))), 64 * 1024 ** 2)
+        tail = await self.blocking(self.driver().log_tail, self.job_id(job_id), self.pod_name(pod), limit)
+        if tail is None:
+            raise Refusal(404, "the pod has no log")
+        data, cut = tail
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Jsk8s-Cut", str(cut))
+        self.finish(data)
+
+
+def _component(handler) -> str:
+    component = handler.get_argument("component", names.COMPONENT_JOB)
+    if component not in (names.COMPONENT_JOB, names.COMPONENT_COLLECTOR):
+        raise Refusal(400, "invalid component")
+    return component
+
+
+class _Stream(BaseHandler):
+    """A handler that holds one of the user's stream slots while it runs."""
+
+    slot = None
+
+    async def prepare(self):
+        await super().prepare()
+        if not self.gateway.limits.acquire(self.current_user):
+            raise Refusal(429, "too many transfers or watches open; try again shortly")
+        self.slot = self.current_user
+
+    def on_finish(self):
+        self._free()
+
+    def on_connection_close(self):
+        self._free()
+
+    def _free(self):
+        if self.slot is not None:
+            self.gateway.limits.release(self.slot)
+            self.slot = None
+
+
+@web.stream_request_body
+class Input(_Stream):
+    """PUT a tar stream: it goes into the job pod's `stage-in` as it arrives."""
+
+    async def prepare(self):
+        await super().prepare()
+        self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
+        limit = self.gateway.options.input_size_limit
+        declared = int(self.request.headers.get("Content-Length") or 0)
+        if declared > limit:
+            raise Refusal(413, f"the job's inputs exceed the limit of {limit} bytes")
+        self.received, self.limit = 0, limit
+        self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
+        self.loop = asyncio.get_running_loop()
+        job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
+        driver = self.driver()
+        await self.blocking(driver.pod, job_id, pod)
+        self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod)
+        self.sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # awaited by put(), if it comes
+
+    async def data_received(self, chunk):
+        self.received += len(chunk)
+        if self.received > self.limit:
+            await self.chunks.put(None)  # the pod's stage-in sees a cut stream and writes nothing usable
+            raise Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes")
+        await self.chunks.put(chunk)
+
+    def _send(self, driver: KubeDriver, pod: str) -> None:
+        with transfer.input_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
+                                   EXECUTOR + ["stage-in"]) as stdin:
+            while True:
+                chunk = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop).result(timeout=600)
+                if chunk is None:
+                    if self.received > self.limit:
+                        raise Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes")
+                    break
+                stdin.write(chunk)
+
+    async def put(self, job_id, pod):
+        await self.chunks.put(None)
+        await self.sending
+        self.send_json({"staged": True})
+
+    def on_connection_close(self):
+        if hasattr(self, "chunks"):
+            self.chunks.put_nowait(None) if not self.chunks.full() else None
+        super().on_connection_close()
+
+
+class Output(_Stream):
+    """GET the job pod's (or collector's) `stage-out` tar stream, as the pod sends it. It is
+    untrusted: the user's server extracts it with safe_tar. Only its size is capped here."""
+
+    async def get(self, job_id, pod):
+        job_id, pod, component = self.job_id(job_id), self.pod_name(pod), _component(self)
+        driver = self.driver()
+        await self.blocking(driver.pod, job_id, pod, component)
+        opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
+                                        EXECUTOR + ["stage-out"])
+        stdout = await self.blocking(opened.__enter__)
+        limit, sent = self.gateway.k8s.output_size_limit + _TAR_SLACK, 0
+        try:
+            first = await self.blocking(stdout.read, _CHUNK)
+            if not first:  # nothing at all: the command's own status says why (e.g. no result.json)
+                await self.blocking(opened.__exit__, None, None, None)
+                raise transfer.TransferError("stage-out sent nothing")
+            self.set_header("Content-Type", "application/x-tar")
+            chunk = first
+            while chunk:
+                sent += len(chunk)
+                if sent > limit:
+                    raise transfer.TransferError("the outputs exceed the size limit")
+                self.write(chunk)
+                await self.flush()
+                chunk = await self.blocking(stdout.read, _CHUNK)
+            await self.blocking(opened.__exit__, None, None, None)
+        except BaseException as e:
+            await self.blocking(_close_quietly, opened, e)
+            raise
+        self.finish()
+
+
+def _close_quietly(opened, error) -> None:
+    try:
+        opened.__exit__(type(error), error, error.__traceback__)
+    except BaseException:  # noqa: BLE001 - the first error is the one that counts
+        pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Pods(_Stream):
+    """GET the owner's pod events (one job's, or all of them) as JSON lines: {"type": "LIST",
+    "pods": [...]}, {"type": "ADDED"|"MODIFIED"|"DELETED", "pod": {...}}, {"type": "TICK"}.
+    Only genuine pods (driver.KubeDriver.genuine) are sent. The response ends after
+    watch_seconds; the client reconnects."""
+
+    async def get(self):
+        job_id = self.get_argument("job_id", None)
+        if job_id is not None:
+            self.job_id(job_id)
+        component = _component(self)
+        tick = min(max(float(self.get_argument("tick", "5")), 1.0), 30.0)
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue(maxsize=64)
+        self.stopped = threading.Event()
+        ends = time.monotonic() + self.gateway.options.watch_seconds
+        driver = self.driver()
+
+        def hand(line):
+            """Queues a line for the handler; gives up once the client has gone."""
+            future = asyncio.run_coroutine_threadsafe(queue.put(line), loop)
+            while True:
+                try:
+                    return future.result(timeout=1)
+                except FutureTimeout:
+                    if self.stopped.is_set():
+                        future.cancel()
+                        raise _ClientGone() from None
+
+        def watch():
+            try:
+                for kind, obj in driver.pod_events(job_id, component, tick,
+                                                   lambda: self.stopped.is_set() or time.monotonic() > ends):
+                    if kind == "LIST":
+                        line = {"type": kind, "pods": [wire.to_json(p) for p in obj]}
+                    elif kind == "TICK":
+                        line = {"type": kind}
+                    else:
+                        line = {"type": kind, "pod": wire.to_json(obj)}
+                    hand(line)
+                hand(None)
+            except _ClientGone:
+                pass
+            except BaseException as e:  # noqa: BLE001 - handed to the handler
+                try:
+                    hand(e)
+                except _ClientGone:
+                    pass
+
+        threading.Thread(target=watch, name=f"jsk8s-gateway-watch-{self.current_user}", daemon=True).start()
+        self.set_header("Content-Type", "application/x-ndjson")
+        try:
+            while True:
+                line = await queue.get()
+                if line is None:
+                    break
+                if isinstance(line, BaseException):
+                    raise line
+                self.write(json.dumps(line) + "\n")
+                await self.flush()
+        finally:
+            self.stopped.set()
+        self.finish()
+
+    def on_connection_close(self):
+        if hasattr(self, "stopped"):
+            self.stopped.set()
+        super().on_connection_close()
+
+
+def openapi(prefix: str) -> dict:
+    """The OpenAPI 3 description of the API, served at {prefix}api/v1/openapi.json."""
+    job = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    pod = {"name": "pod", "in": "path", "required": True, "schema": {"type": "string"}}
+    component = {"name": "component", "in": "query", "schema": {"type": "string", "enum": [
+        names.COMPONENT_JOB, names.COMPONENT_COLLECTOR], "default": names.COMPONENT_JOB}}
+    errors = {str(code): {"description": text} for code, text in (
+        (401, "no valid JupyterHub token"), (403, "the token lacks the gateway's scope"),
+        (404, "no such job or pod for this user"), (429, "too many open streams; see Retry-After"),
+        (503, "JupyterHub's or Kubernetes' API is away; try again"))}
+
+    def op(summary, ok="200", extra=None, params=()):
+        responses = {ok: {"description": "done"}, **errors, **(extra or {})}
+        return {"summary": summary, "parameters": list(params), "responses": responses}
+    base = "/" + wire.API_PREFIX
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "jupyter-scheduler-k8s jobs gateway", "version": "1"},
+        "servers": [{"url": prefix.rstrip("/")}],
+        "components": {"securitySchemes": {"hubToken": {
+            "type": "apiKey", "in": "header", "name": "Authorization",
+            "description": "`token <JupyterHub API token>` (a user server's JUPYTERHUB_API_TOKEN)"}}},
+        "security": [{"hubToken": []}],
+        "paths": {
+            base + "health": {"get": {**op("liveness and readiness"), "security": []}},
+            base + "openapi.json": {"get": {**op("this document"), "security": []}},
+            base + "whoami": {"get": op("the user the token belongs to")},
+            base + "pods": {"get": op("the user's pod events, as JSON lines", params=[
+                {"name": "job_id", "in": "query", "schema": {"type": "string"}}, component,
+                {"name": "tick", "in": "query", "schema": {"type": "number"}}])},
+            base + "jobs/{job_id}": {
+                "put": op("create the job's PVC and Job", "201", {"400": {"description": "invalid job or profile"},
+                                                                  "409": {"description": "taken"}}, [job]),
+                "get": op("the job's Kubernetes Job (null if none)", params=[job]),
+                "delete": op("delete the job's objects", "204", params=[job, {
+                    "name": "keep_volume", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}])},
+            base + "jobs/{job_id}/volume": {"get": op("whether the job's PVC exists", params=[job])},
+            base + "jobs/{job_id}/warning": {"get": op("the newest warning event about the Job", params=[job])},
+            base + "jobs/{job_id}/stop": {"post": op("delete the Job gracefully, keeping its PVC", params=[job])},
+            base + "jobs/{job_id}/collector": {"post": op("start a collector pod on the PVC", "201", params=[job]),
+                                               "delete": op("remove the collector pod", "204", params=[job])},
+            base + "jobs/{job_id}/pods/{pod}/input": {"put": op(
+                "stream a tar of the inputs into the pod", extra={"413": {"description": "too large"},
+                                                                  "422": {"description": "stage-in failed"}},
+                params=[job, pod])},
+            base + "jobs/{job_id}/pods/{pod}/output": {"get": op(
+                "the pod's stage-out tar stream", extra={"422": {"description": "stage-out failed"}},
+                params=[job, pod, component])},
+            base + "jobs/{job_id}/pods/{pod}/release": {"post": op("let the pod exit", params=[job, pod, component])},
+            base + "jobs/{job_id}/pods/{pod}/log": {"get": op("the end of the pod's log", params=[job, pod, {
+                "name": "limit", "in": "query", "schema": {"type": "integer"}}])},
+        },
+    }
+
+
+class Gateway:
+    def __init__(self, k8s: K8sConfig, settings: GatewayConfig, clients: Optional[Clients] = None,
+                 hub_auth: Optional[HubAuth] = None):
+        self.k8s, self.options = k8s, settings
+        self.config_prefix = "/" + settings.service_prefix.strip("/") + "/"
+        self.clients = clients or Clients(k8s.kubeconfig, k8s.context)
+        self.pool = ThreadPoolExecutor(32, thread_name_prefix="jsk8s-gateway")
+        self.limits = _Limits(settings.streams_per_user, settings.streams_total)
+        # HubAuth reads JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN and, for the scope it requires,
+        # JUPYTERHUB_SERVICE_NAME or JUPYTERHUB_OAUTH_ACCESS_SCOPES from the environment.
+        self.hub_auth = hub_auth or HubAuth(cache_max_age=60)
+        httpclient.AsyncHTTPClient.configure(None, defaults={
+            "connect_timeout": settings.hub_timeout_seconds, "request_timeout": settings.hub_timeout_seconds})
+
+    def app(self) -> web.Application:
+        p = self.config_prefix + wire.API_PREFIX
+        job, pod = r"([^/]+)", r"([^/]+)"
+        routes = [
+            (p + "health", Health), (p + "openapi.json", OpenAPI), (p + "whoami", WhoAmI), (p + "pods", Pods),
+            (p + f"jobs/{job}", Job), (p + f"jobs/{job}/volume", Volume), (p + f"jobs/{job}/warning", Warning),
+            (p + f"jobs/{job}/stop", Stop), (p + f"jobs/{job}/collector", Collector),
+            (p + f"jobs/{job}/pods/{pod}/input", Input), (p + f"jobs/{job}/pods/{pod}/output", Output),
+            (p + f"jobs/{job}/pods/{pod}/release", Release), (p + f"jobs/{job}/pods/{pod}/log", Log),
+        ]
+        return web.Application(routes, gateway=self, hub_auth=self.hub_auth)
+
+    def serve(self) -> None:
+        server = HTTPServer(self.app(), idle_connection_timeout=3600, body_timeout=3600)
+        server.listen(self.options.port, self.options.ip)
+        log.info("jobs gateway on %s:%d%s, jobs namespace %s", self.options.ip, self.options.port,
+                 self.config_prefix, self.k8s.namespace)
+        IOLoop.current().start()
