@@ -2,6 +2,7 @@
 
     jupyter-scheduler-k8s run NOTEBOOK [-p key=value]... [-f html]... [--input-folder] [-o DIR]
     jupyter-scheduler-k8s doctor
+    jupyter-scheduler-k8s gateway [--port 8000]
 """
 import argparse
 import os
@@ -125,6 +126,24 @@ def cmd_doctor(args) -> int:
     return 2 if clients is None else Doctor(cfg, clients).run()
 
 
+def cmd_gateway(args) -> int:
+    """Serves the jobs gateway (hub mode) until it is stopped."""
+    import logging
+
+    from .config import jupyter_config_files
+    from .gateway import Gateway, GatewayConfig
+
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    c = jupyter_config_files()
+    for trait in ("ip", "port", "service_prefix"):
+        if getattr(args, trait, None):
+            c.GatewayConfig[trait] = getattr(args, trait)
+    cfg = _config_from_args(args)
+    # The gateway acts for many users: K8sConfig.username (one user's, in direct mode) is unused.
+    Gateway(cfg, GatewayConfig(config=c)).serve()
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter-scheduler-k8s", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +170,14 @@ def main(argv=None) -> int:
 
     doctor = sub.add_parser("doctor", parents=[common], help="check that jobs can run with this configuration")
     doctor.set_defaults(func=cmd_doctor)
+
+    gateway = sub.add_parser("gateway", parents=[common],
+                             help="serve the jobs gateway: hub mode's one holder of Kubernetes rights")
+    gateway.add_argument("--ip", help="address to listen on (default 0.0.0.0)")
+    gateway.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    gateway.add_argument("--service-prefix", dest="service_prefix",
+                         help="URL prefix (default $JUPYTERHUB_SERVICE_PREFIX, else /services/jobs-gateway/)")
+    gateway.set_defaults(func=cmd_gateway)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -130,6 +130,24 @@ class K8sConfig(LoggingConfigurable):
     context = Unicode(None, allow_none=True, config=True,
                       help="kubeconfig context to use. Default: the file's current context.")
 
+    gateway_url = Unicode("", config=True, help="""
+        Hub mode: the jobs gateway's URL, e.g. http://proxy-public/services/jobs-gateway/ (through
+        the hub's proxy). When set, this server holds no Kubernetes credentials: every request goes
+        to the gateway, authenticated with gateway_token, and kubeconfig and context are unused.
+        Default: $JSK8S_GATEWAY_URL.""")
+
+    @default("gateway_url")
+    def _gateway_url_default(self):
+        return _env("JSK8S_GATEWAY_URL", "")
+
+    gateway_token = Unicode(config=True, help="""
+        The JupyterHub API token sent to the jobs gateway. Default: $JUPYTERHUB_API_TOKEN, which
+        JupyterHub gives every user server.""")
+
+    @default("gateway_token")
+    def _gateway_token_default(self):
+        return _env("JUPYTERHUB_API_TOKEN", "")
+
     username = Unicode(config=True, help="""
         The JupyterHub user who owns these jobs, put on every object as the `hub.jupyter.org/username`
         label. Default: $JSK8S_USERNAME (the chart fills it through the Downward API), else

@@ -285,6 +285,18 @@ class KubeDriver:
             response.release_conn()
 
 
+def make_driver(cfg: K8sConfig):
+    """The driver the configuration asks for: the jobs gateway's client in hub mode
+    (K8sConfig.gateway_url), else the Kubernetes API with the configured credentials."""
+    if cfg.gateway_url:
+        from .gateway_client import GatewayDriver
+        if not cfg.gateway_token:
+            raise ValueError("K8sConfig.gateway_url is set but there is no token for it "
+                             "(K8sConfig.gateway_token, or $JUPYTERHUB_API_TOKEN)")
+        return GatewayDriver(cfg.gateway_url, cfg.gateway_token)
+    return KubeDriver(cfg, Clients(cfg.kubeconfig, cfg.context))
+
+
 def _delete_options(uid: str, grace_period_seconds: Optional[int], propagation_policy: str) -> V1DeleteOptions:
     """All in the body: with a body, the API server ignores the query's options, and a Job
     deleted without a propagation policy orphans its pods."""
@@ -309,4 +321,4 @@ def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[L
     return [f for f in files if f not in skipped], skipped
 
 
-__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "run_files"]
+__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "make_driver", "run_files"]

@@ -11,8 +11,7 @@ from jupyter_scheduler.models import JobFeature
 from jupyter_scheduler.orm import Job
 from traitlets.config import Config
 
-from .clients import Clients
-from .driver import KubeDriver
+from .driver import make_driver
 from .config import K8sConfig, server_config
 from .lifecycle import JobFailed, JobRun, NotebookJob, Outcome
 
@@ -70,7 +69,7 @@ class K8sExecutionManager(ExecutionManager):
     def execute(self):
         job = NotebookJob.from_staging_paths(self.job_id, self.staging_paths, self.model)
         cfg = K8sConfig(config=self.k8s_config)
-        run = self._run = JobRun(job, cfg, KubeDriver(cfg, Clients(cfg.kubeconfig, cfg.context)),
+        run = self._run = JobRun(job, cfg, make_driver(cfg),
                                  on_phase=lambda phase: log.info("job %s: %s", self.job_id, phase))
         try:
             self._outcome = run.run()

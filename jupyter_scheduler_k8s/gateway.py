@@ -269,12 +269,21 @@ class Job(BaseHandler):
 
     async def get(self, job_id):
         job = await self.blocking(self.driver().read_job, self.job_id(job_id))
+        if job is None:
+            raise Refusal(404, "no such job")
         self.send_json({"job": wire.to_json(job)})
 
     async def delete(self, job_id):
+        job_id = self.job_id(job_id)
         keep = self.get_argument("keep_volume", "0") == "1"
         collector = self.get_argument("collector", "1") == "1"
-        await self.blocking(lambda: self.driver().delete(self.job_id(job_id), keep_volume=keep, collector=collector))
+        driver = self.driver()
+
+        def delete():
+            if driver.read_job(job_id) is None and driver.read_volume(job_id) is None:
+                raise Refusal(404, "no such job")
+            driver.delete(job_id, keep_volume=keep, collector=collector)
+        await self.blocking(delete)
         self.set_status(204)
         self.finish()
 
@@ -287,17 +296,26 @@ class Job(BaseHandler):
 
 class Volume(BaseHandler):
     async def get(self, job_id):
-        self.send_json({"exists": await self.blocking(self.driver().volume_exists, self.job_id(job_id))})
+        pvc = await self.blocking(self.driver().read_volume, self.job_id(job_id))
+        if pvc is None:
+            raise Refusal(404, "no such job")
+        self.send_json({"exists": pvc.metadata.deletion_timestamp is None})
 
 
 class Warning(BaseHandler):
     async def get(self, job_id):
-        self.send_json({"warning": await self.blocking(self.driver().warning_event, self.job_id(job_id))})
+        job_id, driver = self.job_id(job_id), self.driver()
+        if await self.blocking(driver.read_job, job_id) is None:
+            raise Refusal(404, "no such job")
+        self.send_json({"warning": await self.blocking(driver.warning_event, job_id)})
 
 
 class Stop(BaseHandler):
     async def post(self, job_id):
-        await self.blocking(self.driver().stop, self.job_id(job_id))
+        job_id, driver = self.job_id(job_id), self.driver()
+        if await self.blocking(driver.read_job, job_id) is None:
+            raise Refusal(404, "no such job")
+        await self.blocking(driver.stop, job_id)
         self.send_json({"stopped": True})
 
 

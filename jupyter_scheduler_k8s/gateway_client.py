@@ -73,21 +73,22 @@ class GatewayDriver:
             "input_file": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
             "job_name": job.job_name, "compute_type": job.compute_type, "environment": job.environment}})
 
+    # A job the gateway does not know (gone, or never this user's) is a 404: absent, for these.
     def read_job(self, job_id: str):
-        return wire.from_json(self._json("GET", f"jobs/{job_id}")["job"], "V1Job")
+        return _absent(lambda: wire.from_json(self._json("GET", f"jobs/{job_id}")["job"], "V1Job"))
 
     def volume_exists(self, job_id: str) -> bool:
-        return bool(self._json("GET", f"jobs/{job_id}/volume")["exists"])
+        return bool(_absent(lambda: self._json("GET", f"jobs/{job_id}/volume")["exists"]))
 
     def warning_event(self, job_id: str) -> Optional[str]:
-        return self._json("GET", f"jobs/{job_id}/warning")["warning"]
+        return _absent(lambda: self._json("GET", f"jobs/{job_id}/warning")["warning"])
 
     def stop(self, job_id: str) -> None:
-        self._json("POST", f"jobs/{job_id}/stop")
+        _absent(lambda: self._json("POST", f"jobs/{job_id}/stop"))
 
     def delete(self, job_id: str, keep_volume: bool = False, collector: bool = True) -> None:
-        self._json("DELETE", f"jobs/{job_id}",
-                   query={"keep_volume": "1" if keep_volume else "0", "collector": "1" if collector else "0"})
+        _absent(lambda: self._json("DELETE", f"jobs/{job_id}", query={
+            "keep_volume": "1" if keep_volume else "0", "collector": "1" if collector else "0"}))
 
     def start_collector(self, job, hold_seconds: int = 300) -> None:
         self._json("POST", f"jobs/{job.job_id}/collector",
@@ -163,6 +164,13 @@ class GatewayDriver:
         except NotFound:
             return None
         return response.data, int(response.headers.get("X-Jsk8s-Cut") or 0)
+
+
+def _absent(call):
+    try:
+        return call()
+    except NotFound:
+        return None
 
 
 def _message(response) -> str:

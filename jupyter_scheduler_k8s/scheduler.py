@@ -21,10 +21,9 @@ from jupyter_scheduler.utils import get_utc_timestamp
 from traitlets import Int, default
 
 from . import names, reasons
-from .clients import Clients
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
-from .driver import KubeDriver
+from .driver import make_driver
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
 
@@ -76,7 +75,7 @@ class K8sScheduler(Scheduler):
             self.execution_manager_class = ManagedK8sExecutionManager
         _log_to(self.log)
         self.k8s = K8sConfig(parent=self)
-        self.driver = KubeDriver(self.k8s, Clients(self.k8s.kubeconfig, self.k8s.context))
+        self.driver = make_driver(self.k8s)
         self.monitor = JobMonitor(self.driver, self._record_outcome, workers=self.worker_threads)
         # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
         # recovery must never take a job that is still being created for orphaned.

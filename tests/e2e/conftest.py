@@ -100,11 +100,11 @@ def make_server(tmp_path, chart_config, product_kubeconfig, jobs_namespace):
     from .jupyter_server import JupyterServer
     started = []
 
-    def make(name="server", recovery_interval=2, kubeconfig=None, **k8s):
+    def make(name="server", recovery_interval=2, kubeconfig=None, env=None, username="e2e-user", **k8s):
         config = copy.deepcopy(chart_config)
         config["K8sConfig"].update(TEST_RESOURCES, **k8s)
         config.setdefault("K8sScheduler", {})["recovery_interval_seconds"] = recovery_interval
-        server = JupyterServer(tmp_path / name, config, kubeconfig or product_kubeconfig)
+        server = JupyterServer(tmp_path / name, config, kubeconfig or product_kubeconfig, username=username, env=env)
         started.append(server)
         return server.start()
     yield make

@@ -24,8 +24,9 @@ def _free_port() -> int:
 
 
 class JupyterServer:
-    def __init__(self, state: Path, config: dict, kubeconfig: str, username: str = "e2e-user"):
+    def __init__(self, state: Path, config: dict, kubeconfig: str, username: str = "e2e-user", env=None):
         self.state, self.config, self.kubeconfig, self.username = Path(state), config, kubeconfig, username
+        self.env = dict(env or {})  # e.g. JUPYTERHUB_API_TOKEN, as JupyterHub gives a user server
         self.root = self.state / "root"
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex
@@ -43,6 +44,7 @@ class JupyterServer:
         env.update(JUPYTER_CONFIG_DIR=str(config_dir), JUPYTER_DATA_DIR=str(self.state / "data"),
                    JUPYTER_RUNTIME_DIR=str(self.state / "runtime"), KUBECONFIG=self.kubeconfig,
                    JSK8S_USERNAME=self.username)
+        env.update(self.env)
         log = open(self.state / "server.log", "ab")
         self.process = subprocess.Popen(
             # --allow-root: CI runs as root; JupyterHub's user servers do not.
