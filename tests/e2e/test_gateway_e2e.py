@@ -1,0 +1,184 @@
+"""Hub mode: a real JupyterHub issues two users' tokens; each user's Jupyter server runs
+K8sScheduler with no Kubernetes credentials at all and reaches the jobs gateway with its token;
+the gateway runs as the chart's ServiceAccount. Isolation is checked endpoint by endpoint, with a
+forged pod, and with tokens that must be refused."""
+import copy
+import time
+import urllib.request
+import uuid
+
+import nbformat
+import pytest
+from kubernetes import client
+
+from jupyter_scheduler_k8s import names
+
+from .conftest import TEST_RESOURCES, leftovers, write_notebook
+from .hub import GatewayProcess, Hub, call
+
+pytestmark = pytest.mark.e2e
+NO_CREDENTIALS = "/nonexistent/kubeconfig"  # hub mode must not need any
+
+
+@pytest.fixture
+def hub(tmp_path):
+    hub = Hub(tmp_path / "hub").start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def make_gateway(tmp_path, hub, chart_config, product_kubeconfig, jobs_namespace):
+    started = []
+
+    def make(name="gateway", hub_api_url=None, port=None, **options):
+        config = copy.deepcopy(chart_config)
+        config["K8sConfig"].update(TEST_RESOURCES)
+        config["GatewayConfig"] = options
+        gateway = GatewayProcess(tmp_path / name, config, product_kubeconfig, hub_api_url or hub.api_url,
+                                 hub.gateway_token)
+        if port:
+            gateway.port, gateway.url = port, gateway.url.replace(f":{gateway.port}/", f":{port}/")
+            gateway.api = gateway.url + "api/v1/"
+        started.append(gateway)
+        return gateway.start()
+    yield make
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def user_server(make_server, hub):
+    def make(user, gateway, name=None):
+        token = hub.user_token(user)
+        server = make_server(name or user, kubeconfig=NO_CREDENTIALS, username=user, gateway_url=gateway.url,
+                             env={"JUPYTERHUB_API_TOKEN": token, "JUPYTERHUB_USER": user})
+        server.hub_token = token
+        return server
+    return make
+
+
+def _running_pod(core, namespace, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = core.list_namespaced_pod(namespace, label_selector=names.job_selector(job_id)).items
+        running = [p for p in pods if p.status.phase == "Running"]
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, f"no running pod for job {job_id}"
+        time.sleep(0.5)
+
+
+def test_two_users_run_jobs_through_the_gateway(make_gateway, user_server, core, batch, jobs_namespace):
+    gateway = make_gateway()
+    servers = {user: user_server(user, gateway) for user in ("alice", "bob")}
+    jobs = {}
+    for user, server in servers.items():
+        write_notebook(str(server.root / "report.ipynb"),
+                       f"open('by-{user}.txt', 'w').write('{user} was here')\nprint('hello from', '{user}')")
+        jobs[user] = server.create_job("report.ipynb", output_formats=["ipynb", "html"], package_input_folder=True)
+    for user, server in servers.items():
+        job = server.wait(jobs[user])
+        assert job["status"] == "COMPLETED", (job["status_message"], gateway.log_tail())
+        assert f"hello from {user}" in server.output(job, "html").read_text()
+        assert nbformat.read(server.output(job, "ipynb"), as_version=4).cells[0].outputs[0]["text"] == \
+            f"hello from {user}\n"
+        assert f"hello from {user}" in server.output(job, "log").read_text()
+        assert (server.staging_dir(job["job_id"]) / f"by-{user}.txt").read_text() == f"{user} was here"
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
+        make_gateway, user_server, core, batch, jobs_namespace):
+    gateway = make_gateway()
+    alice, bob = user_server("alice", gateway), user_server("bob", gateway)
+    write_notebook(str(bob.root / "nap.ipynb"), "import time; time.sleep(600)")
+    job_id = bob.create_job("nap.ipynb")
+    pod = _running_pod(core, jobs_namespace, job_id).metadata.name
+    api, job = gateway.api, f"{gateway.api}jobs/{job_id}"
+
+    # Alice's token, on every endpoint that names Bob's job or pod.
+    for method, url, body in [
+            ("GET", job, None), ("PUT", job, {"job": {"input_file": "x.ipynb", "outputs": {}}}),
+            ("DELETE", job, None), ("GET", f"{job}/volume", None), ("GET", f"{job}/warning", None),
+            ("POST", f"{job}/stop", None), ("POST", f"{job}/collector", {}), ("DELETE", f"{job}/collector", None),
+            ("PUT", f"{job}/pods/{pod}/input", b"x" * 1024), ("GET", f"{job}/pods/{pod}/output", None),
+            ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]:
+        status, answer, _ = call(url, method, alice.hub_token, body)
+        assert status == 404, (method, url, status, answer)
+    status, events, _ = call(f"{api}pods?job_id={job_id}&tick=1", "GET", alice.hub_token, timeout=60)
+    assert status == 200 and b'"type": "LIST", "pods": []' in events.split(b"\n")[0], events[:300]
+
+    # A pod with Bob's labels and annotation, made by hand (here as admin): not his job's pod.
+    forged = f"jsk8s-forged-{uuid.uuid4().hex[:6]}"
+    real = core.read_namespaced_pod(pod, jobs_namespace)
+    core.create_namespaced_pod(jobs_namespace, client.V1Pod(
+        metadata=client.V1ObjectMeta(name=forged, labels=real.metadata.labels, annotations=real.metadata.annotations),
+        spec=real.spec.__class__(containers=real.spec.containers, volumes=real.spec.volumes,
+                                 automount_service_account_token=False, security_context=real.spec.security_context,
+                                 restart_policy="Never")))
+    try:
+        for method, path in [("GET", "output"), ("POST", "release"), ("GET", "log"), ("PUT", "input")]:
+            status, _, _ = call(f"{job}/pods/{forged}/{path}", method, bob.hub_token,
+                                b"x" if method == "PUT" else None)
+            assert status == 404, (method, path, status)
+        status, events, _ = call(f"{api}pods?job_id={job_id}&tick=1", "GET", bob.hub_token, timeout=60)
+        assert status == 200 and pod.encode() in events and forged.encode() not in events
+        # Bob's own job is untouched by all of this, and stops and deletes through his server.
+        assert bob.job(job_id)["status"] == "IN_PROGRESS"
+        bob.stop_job(job_id)
+        assert bob.wait(job_id, timeout=60)["status"] == "STOPPED"
+        bob.delete_job(job_id)
+    finally:
+        core.delete_namespaced_pod(forged, jobs_namespace, grace_period_seconds=0)
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_tokens_limits_and_an_unreachable_hub(make_gateway, hub, user_server, core, batch, jobs_namespace):
+    gateway = make_gateway(input_size_limit=4096)
+    alice = hub.user_token("alice")
+    whoami = gateway.api + "whoami"
+    assert call(whoami)[0] == 401
+    assert call(whoami, token="not-a-token")[0] == 401
+    assert call(whoami, token=hub.user_token("alice", scopes=["read:users:name!user"]))[0] == 403
+    assert call(whoami, token=alice)[1]["name"] == "alice"
+    assert call(f"{gateway.api}jobs/{uuid.uuid4()}", token=alice)[0] == 404
+
+    # One stream per user: a second watch waits its turn.
+    one = make_gateway("one-stream", streams_per_user=1)
+    held = urllib.request.urlopen(urllib.request.Request(
+        f"{one.api}pods?tick=1", headers={"Authorization": f"token {alice}"}), timeout=30)
+    try:
+        status, answer, headers = call(f"{one.api}pods?tick=1", token=alice)
+        assert status == 429 and headers["Retry-After"], answer
+    finally:
+        held.close()
+
+    # Inputs above the limit: 413, and the job fails with that reason, leaving nothing behind.
+    server = user_server("alice", gateway)
+    write_notebook(str(server.root / "big.ipynb"), "x = 1  # " + "padding " * 2000)
+    job = server.wait(server.create_job("big.ipynb"), timeout=120)
+    assert job["status"] == "FAILED" and "exceed the limit of 4096 bytes" in job["status_message"], job
+    assert leftovers(core, batch, jobs_namespace) == []
+
+    # A hub that cannot be reached: 503, and no detail of where it was looked for.
+    lost = make_gateway("lost-hub", hub_api_url="http://127.0.0.1:9/hub/api")
+    status, answer, _ = call(lost.api + "whoami", token=alice)
+    assert status == 503 and "127.0.0.1" not in str(answer) and "hub" in answer["message"].lower()
+
+
+def test_jobs_survive_gateway_and_server_restarts(make_gateway, user_server, core, batch, jobs_namespace):
+    gateway = make_gateway()
+    server = user_server("alice", gateway)
+    write_notebook(str(server.root / "slow.ipynb"), "import time; time.sleep(20); print('done sleeping')")
+    job_id = server.create_job("slow.ipynb", output_formats=["ipynb", "html"])
+    _running_pod(core, jobs_namespace, job_id)
+    gateway.kill()
+    server.kill()
+    time.sleep(2)
+    gateway.start()  # a new gateway process on the same address: it kept nothing, and needs nothing
+    restarted = user_server("alice", gateway)
+    job = restarted.wait(job_id, timeout=180)
+    assert job["status"] == "COMPLETED", (job["status_message"], gateway.log_tail())
+    assert "done sleeping" in restarted.output(job, "html").read_text()
+    assert leftovers(core, batch, jobs_namespace) == []
