@@ -1,6 +1,7 @@
 """What the jobs gateway and its client agree on: the API's version prefix, how Kubernetes
 objects travel as JSON, and which HTTP status stands for which of the lifecycle's errors, so that
 a failure reads the same to the lifecycle in hub mode as in direct mode."""
+import inspect
 import json
 import re
 from typing import Optional
@@ -32,6 +33,14 @@ def to_json(obj) -> Optional[dict]:
     return None if obj is None else _API.sanitize_for_serialization(obj)
 
 
+# kubernetes 37 takes the text and its content type; earlier versions a response object.
+_TEXT_DESERIALIZE = "content_type" in inspect.signature(ApiClient.deserialize).parameters
+
+
 def from_json(data: Optional[dict], kind: str):
     """The kubernetes.client model (e.g. "V1Pod") for JSON that to_json wrote."""
-    return None if data is None else _API.deserialize(_Response(json.dumps(data)), kind)
+    if data is None:
+        return None
+    if _TEXT_DESERIALIZE:
+        return _API.deserialize(json.dumps(data), kind, "application/json")
+    return _API.deserialize(_Response(json.dumps(data)), kind)
