@@ -331,7 +331,13 @@ class Collector(BaseHandler):
         self.send_json({"started": True}, status=201)
 
     async def delete(self, job_id):
-        await self.blocking(self.driver().remove_collector, self.job_id(job_id))
+        job_id, driver = self.job_id(job_id), self.driver()
+
+        def remove():
+            if driver.read_volume(job_id) is None and driver.read_job(job_id) is None:
+                raise Refusal(404, "no such job")
+            driver.remove_collector(job_id)
+        await self.blocking(remove)
         self.set_status(204)
         self.finish()
 

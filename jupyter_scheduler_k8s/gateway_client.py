@@ -95,7 +95,7 @@ class GatewayDriver:
                    body={"environment": job.environment, "job_name": job.job_name})
 
     def remove_collector(self, job_id: str) -> None:
-        self._json("DELETE", f"jobs/{job_id}/collector")
+        _absent(lambda: self._json("DELETE", f"jobs/{job_id}/collector"))
 
     # ---- pods --------------------------------------------------------------------------------
     def pod_events(self, job_id: Optional[str] = None, component: str = names.COMPONENT_JOB,
