@@ -398,11 +398,13 @@ class Input(_Stream):
     async def prepare(self):
         await super().prepare()
         self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
-        limit = self.gateway.options.input_size_limit
-        declared = int(self.request.headers.get("Content-Length") or 0)
+        self.limit = limit = self.gateway.options.input_size_limit
+        # The client says how many bytes its files hold: too many is refused before any is read.
+        declared = max(int(self.request.headers.get("Content-Length") or 0),
+                       int(self.request.headers.get(wire.INPUT_BYTES_HEADER) or 0))
         if declared > limit:
-            raise Refusal(413, f"the job's inputs exceed the limit of {limit} bytes")
-        self.received, self.limit = 0, limit
+            raise self._too_large()
+        self.received, self.too_large, self.gone = 0, False, threading.Event()
         self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
         self.loop = asyncio.get_running_loop()
         job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
@@ -411,32 +413,56 @@ class Input(_Stream):
         self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod)
         self.sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # awaited by put(), if it comes
 
+    def _too_large(self) -> Refusal:
+        return Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes (the jobs gateway's "
+                            "input_size_limit)")
+
     async def data_received(self, chunk):
         self.received += len(chunk)
+        if self.received > 2 * self.limit:
+            raise self._too_large()  # reading on would only waste bandwidth: cut the connection
         if self.received > self.limit:
-            await self.chunks.put(None)  # the pod's stage-in sees a cut stream and writes nothing usable
-            raise Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes")
+            if not self.too_large:
+                self.too_large = True
+                await self.chunks.put(None)  # the pod's stage-in gets a cut stream and fails
+            return  # read the rest, so that the client gets its 413 after sending
         await self.chunks.put(chunk)
 
     def _send(self, driver: KubeDriver, pod: str) -> None:
         with transfer.input_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
                                    EXECUTOR + ["stage-in"]) as stdin:
             while True:
-                chunk = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop).result(timeout=600)
+                got = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop)
+                while True:
+                    try:
+                        chunk = got.result(timeout=1)
+                        break
+                    except FutureTimeout:
+                        if self.gone.is_set():
+                            got.cancel()
+                            raise transfer.TransferError("the client went away during the upload") from None
                 if chunk is None:
-                    if self.received > self.limit:
-                        raise Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes")
+                    if self.too_large or self.gone.is_set():
+                        raise self._too_large() if self.too_large else transfer.TransferError("upload cut off")
                     break
                 stdin.write(chunk)
 
     async def put(self, job_id, pod):
-        await self.chunks.put(None)
-        await self.sending
+        if not self.too_large:
+            await self.chunks.put(None)
+        try:
+            await self.sending
+        except Exception:
+            if self.too_large:
+                raise self._too_large() from None
+            raise
+        if self.too_large:
+            raise self._too_large()
         self.send_json({"staged": True})
 
     def on_connection_close(self):
-        if hasattr(self, "chunks"):
-            self.chunks.put_nowait(None) if not self.chunks.full() else None
+        if hasattr(self, "gone"):
+            self.gone.set()
         super().on_connection_close()
 
 

@@ -8,6 +8,7 @@ breaks off raises transfer.TransferError, which the lifecycle tries again later.
 """
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,8 +41,9 @@ class GatewayDriver:
         query = {k: v for k, v in query.items() if v is not None}
         return self.base + path + ("?" + urlencode(query) if query else "")
 
-    def _request(self, method: str, path: str, body=None, query=None, stream=False, retries=None, timeout=None):
-        headers = dict(self.headers)
+    def _request(self, method: str, path: str, body=None, query=None, stream=False, retries=None, timeout=None,
+                 headers=None):
+        headers = {**self.headers, **(headers or {})}
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -137,10 +139,13 @@ class GatewayDriver:
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
         """A tar of the files, made as it is sent (a thread writes it into a bounded queue)."""
-        chunks = _tar_chunks(root, list(files))
+        files = list(files)
+        size = sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        chunks = _tar_chunks(root, files)
         try:
             # A stream cannot be sent twice: a failure is the lifecycle's to try again.
             self._request("PUT", f"jobs/{job_id}/pods/{quote(pod_name)}/input", body=chunks, retries=False,
+                          headers={wire.INPUT_BYTES_HEADER: str(size)},
                           timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=600))
         finally:
             chunks.close()

@@ -13,6 +13,9 @@ API_PREFIX = "api/v1/"
 JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$")
 
+# The size of the files in an upload, sent ahead so that the gateway can refuse it at once.
+INPUT_BYTES_HEADER = "X-Jsk8s-Input-Bytes"
+
 # Status codes, by error. 422: the command in the pod ran and failed (transfer.CommandFailed).
 NOT_FOUND, COMMAND_FAILED = 404, 422
 # Refusals the lifecycle must not try again: the job ends with the message.

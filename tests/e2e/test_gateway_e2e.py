@@ -166,6 +166,14 @@ def test_tokens_limits_and_an_unreachable_hub(make_gateway, hub, user_server, co
 
     # Inputs above the limit: 413, and the job fails with that reason, leaving nothing behind.
     server = user_server("alice", gateway)
+    # Also when the stream is longer than the client said: cut off, 413, and the job goes on.
+    write_notebook(str(server.root / "small.ipynb"), "import time; time.sleep(5)")
+    small = server.create_job("small.ipynb")
+    pod = _running_pod(core, jobs_namespace, small).metadata.name
+    status, answer, _ = call(f"{gateway.api}jobs/{small}/pods/{pod}/input", "PUT", server.hub_token,
+                             iter([b"x" * 3000] * 4), headers={"X-Jsk8s-Input-Bytes": "10"})
+    assert status == 413 and "4096" in answer["message"], answer
+    assert server.wait(small, timeout=120)["status"] == "COMPLETED"
     write_notebook(str(server.root / "big.ipynb"), "x = 1  # " + "padding " * 2000)
     job = server.wait(server.create_job("big.ipynb"), timeout=120)
     assert job["status"] == "FAILED" and "exceed the limit of 4096 bytes" in job["status_message"], job
