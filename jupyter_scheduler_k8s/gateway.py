@@ -39,8 +39,9 @@ from .lifecycle import NotebookJob
 
 log = logging.getLogger(__name__)
 _CHUNK = 256 * 1024
-# A stage-out stream is the outputs plus tar headers: a little over output_size_limit.
-_TAR_SLACK = 64 * 1024 * 1024
+# A tar stream is its files plus headers and padding (at least 10 KiB, about 1.5 KiB a file):
+# limits on files' bytes allow this much more on the stream that carries them.
+_TAR_HEADERS = 16 * 1024 * 1024
 
 
 class GatewayConfig(LoggingConfigurable):
@@ -400,9 +401,8 @@ class Input(_Stream):
         self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
         self.limit = limit = self.gateway.options.input_size_limit
         # The client says how many bytes its files hold: too many is refused before any is read.
-        declared = max(int(self.request.headers.get("Content-Length") or 0),
-                       int(self.request.headers.get(wire.INPUT_BYTES_HEADER) or 0))
-        if declared > limit:
+        declared = int(self.request.headers.get(wire.INPUT_BYTES_HEADER) or 0)
+        if declared > limit or int(self.request.headers.get("Content-Length") or 0) > limit + _TAR_HEADERS:
             raise self._too_large()
         self.received, self.too_large, self.gone = 0, False, threading.Event()
         self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
@@ -419,9 +419,10 @@ class Input(_Stream):
 
     async def data_received(self, chunk):
         self.received += len(chunk)
-        if self.received > 2 * self.limit:
+        stream_limit = self.limit + _TAR_HEADERS
+        if self.received > 2 * stream_limit:
             raise self._too_large()  # reading on would only waste bandwidth: cut the connection
-        if self.received > self.limit:
+        if self.received > stream_limit:
             if not self.too_large:
                 self.too_large = True
                 await self.chunks.put(None)  # the pod's stage-in gets a cut stream and fails
@@ -477,7 +478,7 @@ class Output(_Stream):
         opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
                                         EXECUTOR + ["stage-out"])
         stdout = await self.blocking(opened.__enter__)
-        limit, sent = self.gateway.k8s.output_size_limit + _TAR_SLACK, 0
+        limit, sent = self.gateway.k8s.output_size_limit + _TAR_HEADERS, 0
         try:
             first = await self.blocking(stdout.read, _CHUNK)
             if not first:  # nothing at all: the command's own status says why (e.g. no result.json)
