@@ -5,14 +5,14 @@ one (the real z2jh install, with its proxy, is tests of its own)."""
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .processes import ManagedProcess, free_port
 
 GATEWAY_SERVICE = "jobs-gateway"
 GATEWAY_SCOPE = f"access:services!service={GATEWAY_SERVICE}"
@@ -63,12 +63,6 @@ c.JupyterHub.load_roles = [
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -104,34 +98,27 @@ def call(url: str, method: str = "GET", token: str = None, body=None, headers=No
     return response.status if hasattr(response, "status") else response.code, parsed, response.headers
 
 
-class Hub:
+class Hub(ManagedProcess):
     def __init__(self, state: Path):
+        super().__init__()
         self.state = Path(state)
+        self.log_path = self.state / "hub.log"
         self.state.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.gateway_token, self.fixture_token = secrets.token_hex(16), secrets.token_hex(16)
         self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
-        self.process = None
 
     def start(self) -> "Hub":
         config = self.state / "jupyterhub_config.py"
         config.write_text(HUB_CONFIG.format(
             hub_port=self.port, public_port=free_port(), state=self.state, gateway=GATEWAY_SERVICE,
             gateway_token=self.gateway_token, fixture_token=self.fixture_token, scope=GATEWAY_SCOPE))
-        log = self.state / "hub.log"
+        log = self.log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB")}
         self.process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=self.state,
                                         env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         wait_http(self.api_url + "/", self.process, log)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
     def user_token(self, name: str, scopes=(GATEWAY_SCOPE,)) -> str:
         """Creates the user if need be and a token of theirs with these scopes."""
@@ -143,18 +130,20 @@ class Hub:
         return body["token"]
 
 
-class GatewayProcess:
+class GatewayProcess(ManagedProcess):
     """`jupyter-scheduler-k8s gateway`, with the chart's server config and a kubeconfig."""
+    stop_seconds = 10
 
     def __init__(self, state: Path, config: dict, kubeconfig: str, hub_api_url: str, service_token: str):
+        super().__init__()
         self.state = Path(state)
+        self.log_path = self.state / "gateway.log"
         self.state.mkdir(parents=True, exist_ok=True)
         self.config, self.kubeconfig = config, kubeconfig
         self.hub_api_url, self.service_token = hub_api_url, service_token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/services/{GATEWAY_SERVICE}/"
         self.api = self.url + "api/v1/"
-        self.process = None
 
     def start(self) -> "GatewayProcess":
         config_dir = self.state / "config"
@@ -164,26 +153,10 @@ class GatewayProcess:
         env.update(JUPYTER_CONFIG_DIR=str(config_dir), KUBECONFIG=self.kubeconfig,
                    JUPYTERHUB_API_URL=self.hub_api_url, JUPYTERHUB_API_TOKEN=self.service_token,
                    JUPYTERHUB_SERVICE_NAME=GATEWAY_SERVICE, JUPYTERHUB_SERVICE_PREFIX=f"/services/{GATEWAY_SERVICE}/")
-        log = self.state / "gateway.log"
+        log = self.log_path
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyter_scheduler_k8s.cli", "gateway", "--ip", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         wait_http(self.api + "health", self.process, log)
         return self
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self, lines: int = 60) -> str:
-        path = self.state / "gateway.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

@@ -4,8 +4,6 @@ JupyterLab's scheduler UI calls. Tests can SIGKILL it mid-job and start it again
 state (database, staging area, root dir)."""
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,23 +12,20 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from .processes import ManagedProcess, free_port
+
 TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class JupyterServer:
+class JupyterServer(ManagedProcess):
     def __init__(self, state: Path, config: dict, kubeconfig: str, username: str = "e2e-user", env=None):
+        super().__init__()
         self.state, self.config, self.kubeconfig, self.username = Path(state), config, kubeconfig, username
         self.env = dict(env or {})  # e.g. JUPYTERHUB_API_TOKEN, as JupyterHub gives a user server
         self.root = self.state / "root"
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex
-        self.process = None
+        self.log_path = self.state / "server.log"
         self.url = None
 
     # ---- process ------------------------------------------------------------------------------
@@ -39,7 +34,7 @@ class JupyterServer:
         for directory in (config_dir, self.state / "data", self.state / "runtime"):
             directory.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=1))
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER"))}
         env.update(JUPYTER_CONFIG_DIR=str(config_dir), JUPYTER_DATA_DIR=str(self.state / "data"),
                    JUPYTER_RUNTIME_DIR=str(self.state / "runtime"), KUBECONFIG=self.kubeconfig,
@@ -62,23 +57,6 @@ class JupyterServer:
                 assert self.process.poll() is None, f"jupyter server exited: {self.log_tail()}"
                 assert time.monotonic() < deadline, f"jupyter server did not answer: {self.log_tail()}"
                 time.sleep(0.3)
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies mid-job, as when its pod is evicted or culled abruptly."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.state / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     # ---- the REST API the scheduler UI uses ---------------------------------------------------------
     def request(self, method: str, path: str, body=None):
