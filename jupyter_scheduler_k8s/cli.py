@@ -122,6 +122,9 @@ def cmd_doctor(args) -> int:
     from .doctor import Doctor
 
     cfg = _config_from_args(args)
+    if cfg.gateway_url:
+        from .driver import make_driver
+        return Doctor(cfg, None).run_hub_mode(make_driver(cfg))
     clients = _clients(cfg)
     return 2 if clients is None else Doctor(cfg, clients).run()
 

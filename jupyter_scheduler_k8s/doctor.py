@@ -58,7 +58,27 @@ class Doctor:
                                      "that a NetworkPolicy lets the server reach the API server")
         return self.report(OK, f"API server {version.git_version} reachable (context {self.clients.context_name or '?'})")
 
-    def permissions(self) -> None:
+    def run_hub_mode(self, gateway) -> int:
+        """In a user server in hub mode: the jobs gateway answers, takes this server's token, and
+        holds every permission it needs in the jobs namespace (it checks them itself)."""
+        self.report(OK, f"hub mode: jobs gateway {self.cfg.gateway_url}")
+        try:
+            me = gateway.whoami()
+        except Exception as e:  # noqa: BLE001 - any failure means the same to the user
+            self.report(FAIL, f"the jobs gateway did not accept this server's request ({describe_error(e)}); "
+                              "check K8sConfig.gateway_url and the hub's service and role settings (README)")
+            return 1
+        self.report(OK, f"the gateway knows this server's token as user {me['name']}")
+        missing = me.get("missing_permissions") or []
+        if missing:
+            self.report(FAIL, f"the gateway lacks permissions in namespace {me['namespace']}: {', '.join(missing)}; "
+                              "check the chart's Role and RoleBinding for the gateway")
+        else:
+            self.report(OK, f"jobs namespace {me['namespace']} ready: the gateway holds every permission it needs")
+        return 1 if any(status == FAIL for status, _ in self.results) else 0
+
+    def missing_permissions(self) -> List[str]:
+        """The NEEDED verbs this identity lacks in the jobs namespace."""
         auth = client.AuthorizationV1Api(self.clients.api_client)
         missing = []
         for group, resource, sub, verbs in NEEDED:
@@ -68,6 +88,10 @@ class Doctor:
                         namespace=self.cfg.namespace, group=group, resource=resource, subresource=sub or None, verb=verb)))
                 if not auth.create_self_subject_access_review(review).status.allowed:
                     missing.append(f"{verb} {resource}{'/' + sub if sub else ''}")
+        return missing
+
+    def permissions(self) -> None:
+        missing = self.missing_permissions()
         if missing:
             self.report(FAIL, f"missing permissions in namespace {self.cfg.namespace}: {', '.join(missing)}; "
                               "check the chart's Role and RoleBinding (or the server's ServiceAccount)")

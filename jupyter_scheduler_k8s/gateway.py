@@ -227,8 +227,12 @@ class OpenAPI(BaseHandler):
 
 
 class WhoAmI(BaseHandler):
-    def get(self):
-        self.send_json({"name": self.current_user, "namespace": self.gateway.k8s.namespace})
+    """The token's user, and what `doctor` in their server reports about the jobs namespace."""
+
+    async def get(self):
+        missing = await self.blocking(self.gateway.missing_permissions)
+        self.send_json({"name": self.current_user, "namespace": self.gateway.k8s.namespace,
+                        "missing_permissions": missing})
 
 
 def _job_from_request(job_id: str, body: dict) -> NotebookJob:
@@ -643,11 +647,20 @@ class Gateway:
         self.clients = clients or Clients(k8s.kubeconfig, k8s.context)
         self.pool = ThreadPoolExecutor(32, thread_name_prefix="jsk8s-gateway")
         self.limits = _Limits(settings.streams_per_user, settings.streams_total)
+        self._permissions = None
         # HubAuth reads JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN and, for the scope it requires,
         # JUPYTERHUB_SERVICE_NAME or JUPYTERHUB_OAUTH_ACCESS_SCOPES from the environment.
         self.hub_auth = hub_auth or HubAuth(cache_max_age=60)
         httpclient.AsyncHTTPClient.configure(None, defaults={
             "connect_timeout": settings.hub_timeout_seconds, "request_timeout": settings.hub_timeout_seconds})
+
+    def missing_permissions(self):
+        """doctor's permission check, as the gateway's own identity, at most once a minute."""
+        from .doctor import Doctor
+        now = time.monotonic()
+        if self._permissions is None or now - self._permissions[0] > 60:
+            self._permissions = (now, Doctor(self.k8s, self.clients, echo=lambda line: None).missing_permissions())
+        return self._permissions[1]
 
     def app(self) -> web.Application:
         p = self.config_prefix + wire.API_PREFIX

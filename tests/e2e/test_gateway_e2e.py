@@ -4,6 +4,9 @@ the gateway runs as the chart's ServiceAccount. Isolation is checked endpoint by
 forged pod, and with tokens that must be refused."""
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -103,6 +106,14 @@ def test_two_users_run_jobs_through_the_gateway(make_gateway, user_server, core,
         assert f"hello from {user}" in server.output(job, "log").read_text()
         assert (server.staging_dir(job["job_id"]) / f"by-{user}.txt").read_text() == f"{user} was here"
     assert leftovers(core, batch, jobs_namespace) == []
+
+    # `doctor` in a user server, in hub mode: the gateway answers, knows the token, holds its rights.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER", "KUBECONFIG"))}
+    env.update(JSK8S_GATEWAY_URL=gateway.url, JUPYTERHUB_API_TOKEN=servers["alice"].hub_token)
+    doctor = subprocess.run([sys.executable, "-m", "jupyter_scheduler_k8s.cli", "doctor"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "as user alice" in doctor.stdout and "ready" in doctor.stdout, doctor.stdout
 
 
 def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(

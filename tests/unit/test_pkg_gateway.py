@@ -1,0 +1,94 @@
+"""gateway.py's pure parts: what a create request may carry, which status each of the lifecycle's
+errors becomes, the stream caps, and an OpenAPI document that lists every route. (The gateway
+itself, with a real JupyterHub and cluster: tests/e2e/test_gateway_e2e.py.)"""
+import pytest
+from kubernetes.client.rest import ApiException
+from tornado import web
+from traitlets.config import Config
+
+from jupyter_scheduler_k8s import transfer, wire
+from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
+from jupyter_scheduler_k8s.driver import NotFound
+from jupyter_scheduler_k8s.gateway import Gateway, GatewayConfig, _job_from_request, _Limits, _refusal, openapi
+from jupyter_scheduler_k8s.lifecycle import JobFailed
+
+from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+JOB_ID = "5f0c9a52-1e4b-4d8e-9a57-2c1f0b7d3e11"
+GOOD = {"input_file": "report.ipynb", "outputs": {"ipynb": "report-2026.ipynb", "html": "report-2026.html"},
+        "parameters": {"n": "3", "flag": True}, "job_name": "Nightly", "compute_type": "small", "environment": None}
+
+
+def test_a_create_request_becomes_a_notebook_job():
+    job = _job_from_request(JOB_ID, {"job": GOOD})
+    assert (job.job_id, job.input_file, job.outputs, job.parameters, job.job_name, job.compute_type) == (
+        JOB_ID, "report.ipynb", GOOD["outputs"], GOOD["parameters"], "Nightly", "small")
+    assert not job.package_input_folder and job.staging_dir == ""
+
+
+@pytest.mark.parametrize("change", [
+    {"input_file": "../etc/passwd"}, {"input_file": "a/b.ipynb"}, {"input_file": ""}, {"input_file": None},
+    {"outputs": {"html": "../../x.html"}}, {"outputs": ["x"]}, {"parameters": {"n": {"nested": 1}}},
+    {"parameters": "n=3"}, {"compute_type": 3}, {"environment": ["x"]},
+])
+def test_a_create_request_with_anything_else_is_a_400(change):
+    with pytest.raises(web.HTTPError) as raised:
+        _job_from_request(JOB_ID, {"job": dict(GOOD, **change)})
+    assert raised.value.status_code == 400
+
+
+@pytest.mark.parametrize("body", [None, [], {"job": "x"}, {"nojob": {}}])
+def test_a_create_request_without_a_job_is_a_400(body):
+    with pytest.raises(web.HTTPError):
+        _job_from_request(JOB_ID, body)
+
+
+@pytest.mark.parametrize("error,status", [
+    (NotFound("no such job"), 404),
+    (transfer.CommandFailed("stage-out failed (exit code 1): no result.json"), 422),
+    (UnknownProfileError("Unknown compute type 'huge'; valid: small"), 400),
+    (ApiException(status=404), 404),
+    (ApiException(status=422), 400),  # an admission policy's refusal
+    (ApiException(status=403), 500),  # the gateway's own rights: the operator's to fix
+    (ApiException(status=503), 503), (ApiException(status=429), 503), (ApiException(status=0), 503),
+    (transfer.TransferError("broke off"), 502), (ConnectionResetError(), 502),
+    (KeyError("bug"), 500),
+])
+def test_each_error_has_its_status(error, status):
+    assert _refusal(error).status_code == status
+
+
+def test_statuses_read_back_as_the_lifecycles_errors():
+    """The client turns them back: the same message, and the same retry decision as direct mode."""
+    from jupyter_scheduler_k8s.gateway_client import _error
+    from jupyter_scheduler_k8s.lifecycle import is_transient
+    assert isinstance(_error(404, "x"), NotFound)
+    assert isinstance(_error(422, "x"), transfer.CommandFailed) and not is_transient(_error(422, "x"))
+    for status in wire.REFUSED:
+        assert isinstance(_error(status, "x"), JobFailed) and not is_transient(_error(status, "x"))
+    for status in wire.TRANSIENT:
+        assert is_transient(_error(status, "x"))
+
+
+def test_a_refusal_never_shows_a_traceback_or_internals():
+    message = _refusal(KeyError("secret detail")).message
+    assert "secret" not in message and "Traceback" not in message
+
+
+def test_stream_caps_per_user_and_in_total():
+    limits = _Limits(per_user=2, total=3)
+    assert limits.acquire("alice") and limits.acquire("alice") and not limits.acquire("alice")
+    assert limits.acquire("bob") and not limits.acquire("carol")
+    limits.release("alice")
+    assert limits.acquire("carol") and not limits.acquire("bob")
+
+
+def test_openapi_lists_every_route():
+    cfg = K8sConfig(config=Config({"K8sConfig": {"namespace": "jobs"}}))
+    gateway = Gateway(cfg, GatewayConfig(service_prefix="/services/jobs-gateway/"), hub_auth=object())
+    routes = {rule.matcher.regex.pattern.rstrip("$") for rule in gateway.app().default_router.rules[0].target.rules}
+    prefix = "/services/jobs-gateway"
+    documented = {prefix + path.replace("{job_id}", "([^/]+)").replace("{pod}", "([^/]+)")
+                  for path in openapi(prefix + "/")["paths"]}
+    assert routes == documented
