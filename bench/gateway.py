@@ -1,0 +1,160 @@
+"""bench/gateway: hub mode (K8sScheduler -> jobs gateway -> Kubernetes, the token checked by a
+real JupyterHub) beside direct mode (K8sScheduler -> Kubernetes) and jupyter-scheduler's local
+executor, in one run on the local cluster. Reports
+  - the submit -> COMPLETED median of a one-cell notebook, interleaved: hub / direct (goal <= 1.10)
+    and hub / local (goal <= 0.85);
+  - the gateway's RSS with U users x J sleeping jobs in flight (goal <= 250 MB);
+  - an input folder of M MB staged through the gateway: MB/s (goal >= 50) and the gateway's RSS
+    growth (goal <= 50 MB).
+The gateway runs as a process with the admin kubeconfig (a benchmark, not a test of rights)."""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.concurrency import bench_cluster, delete_namespace  # noqa: E402
+from bench.overhead import staged  # noqa: E402
+from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
+from tests.e2e.hub import GatewayProcess, Hub  # noqa: E402
+
+RESOURCES = {"cpu_request": "50m", "memory_request": "128Mi", "memory_limit": "512Mi"}
+
+
+def rss_mb(process) -> float:
+    return psutil.Process(process.pid).memory_info().rss / 2 ** 20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--jobs-per-user", type=int, default=5)
+    parser.add_argument("--input-mb", type=int, default=500)
+    parser.add_argument("--namespace", default="jsk8s-bench")
+    args = parser.parse_args()
+
+    from jupyter_scheduler.executors import DefaultExecutionManager
+    from traitlets.config import Config
+
+    from jupyter_scheduler_k8s.scheduler import K8sScheduler
+
+    core, direct_config = bench_cluster(args.namespace)
+    direct_config.K8sConfig.update(RESOURCES)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        hub = Hub(tmp / "hub").start()
+        server_config = {"K8sConfig": dict(direct_config.K8sConfig, storage_size="2Gi",
+                                           output_size_limit=2 * 1024 ** 3),
+                         "GatewayConfig": {"input_size_limit": 2 * 1024 ** 3, "streams_per_user": 16}}
+        gateway = GatewayProcess(tmp / "gateway", server_config, os.environ["KUBECONFIG"], hub.api_url,
+                                 hub.gateway_token).start()
+        schedulers = []
+        try:
+            def hub_harness(user):
+                c = Config()
+                c.K8sConfig.update(RESOURCES, namespace=args.namespace, image=direct_config.K8sConfig.image,
+                                   gateway_url=gateway.url, gateway_token=hub.user_token(user))
+                h = SchedulerHarness(tmp, f"hub-{user}", None, scheduler_class=K8sScheduler, config=c)
+                schedulers.append(h.scheduler)
+                return h
+
+            harnesses = {"local": SchedulerHarness(tmp, "local", DefaultExecutionManager),
+                         "direct": SchedulerHarness(tmp, "direct", None, scheduler_class=K8sScheduler,
+                                                    config=direct_config),
+                         "hub": hub_harness("user0")}
+            schedulers.append(harnesses["direct"].scheduler)
+            for h in harnesses.values():
+                write_notebook(str(h.root / "one.ipynb"), "1 + 1")
+            times = {name: [] for name in harnesses}
+            for i in range(args.runs + 1):  # the first round warms caches and is not counted
+                for name, h in harnesses.items():
+                    start = time.monotonic()
+                    staged(h, h.submit("one.ipynb", name=f"bench-{uuid.uuid4().hex[:6]}"))
+                    if i:
+                        times[name].append(time.monotonic() - start)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            print(f"one-cell notebook, submit -> COMPLETED, {args.runs} runs each, interleaved after a warm-up:")
+            for name, t in times.items():
+                print(f"  {name:6s}: median {medians[name]:.2f}s  (min {min(t):.2f}s, max {max(t):.2f}s)")
+            print(f"  ratio hub/direct: {medians['hub'] / medians['direct']:.2f}  (goal <= 1.10)")
+            print(f"  ratio hub/local:  {medians['hub'] / medians['local']:.2f}  (goal <= 0.85)")
+
+            # Many users at once: one watch per user server, a few transfers each.
+            users = [harnesses["hub"]] + [hub_harness(f"user{n}") for n in range(1, args.users)]
+            peak, before = 0.0, rss_mb(gateway.process)
+            jobs = []
+            for h in users:
+                write_notebook(str(h.root / "nap.ipynb"), "import time; time.sleep(20)")
+                jobs += [(h, h.submit("nap.ipynb")) for _ in range(args.jobs_per_user)]
+            deadline = time.monotonic() + 600
+            done = set()
+            while len(done) < len(jobs) and time.monotonic() < deadline:
+                peak = max(peak, rss_mb(gateway.process))
+                for h, job_id in jobs:
+                    if job_id not in done and h.scheduler.get_job(job_id, job_files=False).status.value in (
+                            "COMPLETED", "FAILED", "STOPPED"):
+                        done.add(job_id)
+                time.sleep(0.5)
+            states = [h.scheduler.get_job(j, job_files=False).status.value for h, j in jobs]
+            print(f"{args.users} users x {args.jobs_per_user} jobs: {states.count('COMPLETED')} COMPLETED, "
+                  f"{states.count('FAILED')} FAILED, {len(jobs) - len(done)} in flight at the deadline; "
+                  f"gateway RSS {before:.0f} MB before, peak {peak:.0f} MB  (goal <= 250 MB)")
+
+            # A large input folder through the gateway.
+            h = harnesses["hub"]
+            folder = h.root / "big"
+            folder.mkdir()
+            write_notebook(str(folder / "read.ipynb"), "import os; print(sum(os.path.getsize(f) for f in os.listdir('.')))")
+            chunk = os.urandom(2 ** 20)
+            for n in range(args.input_mb // 50):
+                with open(folder / f"part{n}.bin", "wb") as f:
+                    for _ in range(50):
+                        f.write(chunk)
+            before, peak, stop = rss_mb(gateway.process), [0.0], threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss_mb(gateway.process))
+                    time.sleep(0.1)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            log = []
+            run = h.scheduler._run_for  # time the stage-in step itself, not the pod's start
+
+            def timed_run_for(model, staging_paths):
+                job_run = run(model, staging_paths)
+                original = job_run.stage_in
+
+                def stage_in(pod):
+                    started = time.monotonic()
+                    original(pod)
+                    log.append(time.monotonic() - started)
+                job_run.stage_in = stage_in
+                return job_run
+            h.scheduler._run_for = timed_run_for
+            job_id = h.submit("big/read.ipynb", package_input_folder=True)
+            job = h.wait(job_id, timeout=900)
+            stop.set()
+            sampler.join()
+            size_mb = sum(p.stat().st_size for p in folder.iterdir()) / 2 ** 20
+            print(f"{size_mb:.0f} MB input folder: {job.status.value}; stage-in {log[0]:.1f}s = "
+                  f"{size_mb / log[0]:.0f} MB/s  (goal >= 50); gateway RSS {before:.0f} MB before, "
+                  f"peak {peak[0]:.0f} MB, growth {peak[0] - before:.0f} MB  (goal <= 50 MB)")
+        finally:
+            for s in schedulers:
+                s.shutdown()
+            gateway.stop()
+            hub.stop()
+    delete_namespace(core, args.namespace)
+
+
+if __name__ == "__main__":
+    main()
