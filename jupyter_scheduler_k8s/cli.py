@@ -78,11 +78,15 @@ def cmd_run(args) -> int:
         print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
         return 2
     cfg = _config_from_args(args)
-    clients = _clients(cfg)
-    if clients is None:
-        return 2
-    from .driver import KubeDriver
+    from .driver import KubeDriver, make_driver
     from .lifecycle import JobFailed, JobRun, NotebookJob
+    if cfg.gateway_url:  # hub mode: through the jobs gateway, with this server's hub token
+        driver = make_driver(cfg)
+    else:
+        clients = _clients(cfg)
+        if clients is None:
+            return 2
+        driver = KubeDriver(cfg, clients)
 
     job_id = str(uuid.uuid4())
     started = time.monotonic()
@@ -95,7 +99,7 @@ def cmd_run(args) -> int:
         def phase(p):
             print(f"[{time.monotonic() - started:6.1f}s] {p}", flush=True)
 
-        run = JobRun(job, cfg, KubeDriver(cfg, clients), on_phase=phase)
+        run = JobRun(job, cfg, driver, on_phase=phase)
         print(f"job {job_id} in namespace {cfg.namespace}, image {cfg.image}", flush=True)
         status = 0
         try:

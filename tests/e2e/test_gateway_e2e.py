@@ -114,6 +114,13 @@ def test_two_users_run_jobs_through_the_gateway(make_gateway, user_server, core,
                             capture_output=True, text=True, timeout=120)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "as user alice" in doctor.stdout and "ready" in doctor.stdout, doctor.stdout
+    # ... and the `run` command goes through the gateway too.
+    out = servers["alice"].root / "cli-out"
+    ran = subprocess.run([sys.executable, "-m", "jupyter_scheduler_k8s.cli", "run", str(servers["alice"].root / "report.ipynb"),
+                          "-f", "html", "-o", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "hello from alice" in next(out.glob("*.html")).read_text()
+    assert leftovers(core, batch, jobs_namespace) == []
 
 
 def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
