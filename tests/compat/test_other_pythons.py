@@ -1,8 +1,8 @@
 """safe_tar guards what comes back from job pods (untrusted: the notebook ran arbitrary code), and
 its bounds lean on tarfile, which changes between Python versions. Its unit tests therefore run on
-the oldest Python `requires-python` allows and on a newer one than this machine's 3.11, each in a
+the oldest Python `requires-python` allows and on newer ones than this machine's 3.11, each in a
 Debian root filesystem that ci/pythons/rootfs makes (and caches): bullseye has 3.9.2, which also
-lacks tarfile.data_filter (3.9.17), and trixie has 3.13."""
+lacks tarfile.data_filter (3.9.17), trixie has 3.13 and forky (Debian testing) 3.14."""
 import os
 import shutil
 import subprocess
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SUITES = {"bullseye": "3.9.", "trixie": "3.13."}
+SUITES = {"bullseye": "3.9.", "trixie": "3.13.", "forky": "3.14."}
 # The executor's own round trip needs the executor package, which runs on the image's Python only.
 DESELECT = "not executors_stage_out"
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
