@@ -48,6 +48,7 @@ class KubeDriver:
         self.namespace = cfg.namespace
         self.owner = cfg.username if owner is None else owner
         self._uids: Dict[Tuple[str, str], str] = {}  # (kind, job id) -> uid of the owner's object
+        self._genuine_job_pods = set()  # (job id, pod name) checked by check_pod
         self._lock = threading.Lock()
 
     # ---- names and ownership -----------------------------------------------------------------
@@ -149,6 +150,8 @@ class KubeDriver:
     def delete(self, job_id: str, keep_volume: bool = False, collector: bool = True) -> None:
         """Deletes the job's objects: the Job (its pods go with it), the collector pod (unless the
         caller knows there is none) and, unless keep_volume, the PVC. Safe to call again."""
+        with self._lock:
+            self._genuine_job_pods = {(j, p) for j, p in self._genuine_job_pods if j != job_id}
         self._delete_owned("job", job_id)
         if collector:
             self.remove_collector(job_id)
@@ -240,29 +243,36 @@ class KubeDriver:
         """decide(pod or None) on every change of the job's pod, until it returns an answer."""
         return first_answer(self.pod_events(job_id, component, min(tick, max(timeout, 1))), decide, timeout)
 
-    def pod(self, job_id: str, pod_name: str, component: str = names.COMPONENT_JOB):
-        """The named pod, if it is genuinely the job's; else NotFound."""
+    def check_pod(self, job_id: str, pod_name: str, component: str = names.COMPONENT_JOB) -> None:
+        """NotFound unless the named pod is genuinely the job's. A job pod found genuine is
+        remembered (its name has a random suffix and a Job never makes two; the collector's
+        name is fixed, and it is checked every time)."""
+        with self._lock:
+            if (job_id, pod_name) in self._genuine_job_pods:
+                return
         pod = _absent_on_404(self.clients.core.read_namespaced_pod, pod_name, self.namespace)
         if pod is None or (pod.metadata.labels or {}).get(names.LABEL_COMPONENT) != component \
                 or not self.genuine(pod, job_id):
             raise NotFound(f"pod {pod_name} is not a pod of job {job_id}")
-        return pod
+        if component == names.COMPONENT_JOB:
+            with self._lock:
+                self._genuine_job_pods.add((job_id, pod_name))
 
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
-        self.pod(job_id, pod_name)
+        self.check_pod(job_id, pod_name)
         transfer.send_files(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
                             EXECUTOR + ["stage-in"], root, files)
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
         """Streams the outputs into dest (safe_tar); returns (result, written paths)."""
-        self.pod(job_id, pod_name, component)
+        self.check_pod(job_id, pod_name, component)
         return transfer.receive_outputs(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
                                         EXECUTOR + ["stage-out"], dest, size_limit)
 
     def release(self, job_id: str, pod_name: str, component: str) -> None:
         """Lets the pod exit now that its outputs are in."""
-        self.pod(job_id, pod_name, component)
+        self.check_pod(job_id, pod_name, component)
         transfer.run_command(self.clients.core, self.namespace, pod_name, manifests.CONTAINER, EXECUTOR + ["release"])
 
     def log_tail(self, job_id: str, pod_name: str, limit: int) -> Optional[Tuple[bytes, int]]:
@@ -270,7 +280,7 @@ class KubeDriver:
         bytes were left out; None if there is no log (the container never started, or the pod is
         gone). The log is streamed: a notebook that printed gigabytes costs 2 x limit of memory."""
         try:
-            self.pod(job_id, pod_name)
+            self.check_pod(job_id, pod_name)
             response = self.clients.core.read_namespaced_pod_log(
                 pod_name, self.namespace, container=manifests.CONTAINER, _preload_content=False)
         except NotFound:

@@ -413,7 +413,7 @@ class Input(_Stream):
         self.loop = asyncio.get_running_loop()
         job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
         driver = self.driver()
-        await self.blocking(driver.pod, job_id, pod)
+        await self.blocking(driver.check_pod, job_id, pod)
         self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod)
         self.sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # awaited by put(), if it comes
 
@@ -478,7 +478,7 @@ class Output(_Stream):
     async def get(self, job_id, pod):
         job_id, pod, component = self.job_id(job_id), self.pod_name(pod), _component(self)
         driver = self.driver()
-        await self.blocking(driver.pod, job_id, pod, component)
+        await self.blocking(driver.check_pod, job_id, pod, component)
         opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
                                         EXECUTOR + ["stage-out"])
         stdout = await self.blocking(opened.__enter__)

@@ -125,7 +125,7 @@ def test_another_owners_objects_read_as_absent():
     d.stop(JOB_ID)
     assert api.deleted == []
     with pytest.raises(NotFound):
-        d.pod(JOB_ID, "jsk8s-job-abcde")
+        d.check_pod(JOB_ID, "jsk8s-job-abcde")
 
 
 def test_names_that_slug_alike_are_still_different_owners():
@@ -152,3 +152,17 @@ def test_direct_mode_without_a_user_owns_what_has_no_owner():
     api = Api(jobs=[k8s_job(owner="")])
     assert driver(api, owner="").read_job(JOB_ID) is not None
     assert driver(api, owner="alice").read_job(JOB_ID) is None
+
+
+def test_a_job_pod_is_checked_once_and_forgotten_with_its_job():
+    real = pod()
+    api = Api(jobs=[k8s_job()], pods=[real])
+    d = driver(api)
+    d.check_pod(JOB_ID, real.metadata.name)
+    reads = api.reads
+    d.check_pod(JOB_ID, real.metadata.name)
+    assert api.reads == reads
+    d.delete(JOB_ID, collector=False)
+    api.objects[("job", NAME)] = k8s_job()
+    d.check_pod(JOB_ID, real.metadata.name)
+    assert api.reads > reads + 1
