@@ -410,7 +410,7 @@ class JobRun:
     def _save_run_log_quietly(self) -> Optional[str]:
         try:
             return self.save_run_log()
-        except (ApiException, OSError):
+        except (ApiException, OSError, transfer.TransferError, NotFound, JobFailed):  # the gateway's too
             log.exception("could not save the run log of %s", self.name)
             return None
 
