@@ -9,19 +9,17 @@ executor, in one run on the local cluster. Reports
 The gateway runs as a process with the admin kubeconfig (a benchmark, not a test of rights)."""
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.concurrency import bench_cluster, delete_namespace  # noqa: E402
-from bench.overhead import staged  # noqa: E402
+from bench.overhead import interleaved_medians  # noqa: E402
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
 from tests.e2e.hub import GatewayProcess, Hub  # noqa: E402
 
@@ -71,19 +69,7 @@ def main():
                                                     config=direct_config),
                          "hub": hub_harness("user0")}
             schedulers.append(harnesses["direct"].scheduler)
-            for h in harnesses.values():
-                write_notebook(str(h.root / "one.ipynb"), "1 + 1")
-            times = {name: [] for name in harnesses}
-            for i in range(args.runs + 1):  # the first round warms caches and is not counted
-                for name, h in harnesses.items():
-                    start = time.monotonic()
-                    staged(h, h.submit("one.ipynb", name=f"bench-{uuid.uuid4().hex[:6]}"))
-                    if i:
-                        times[name].append(time.monotonic() - start)
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            print(f"one-cell notebook, submit -> COMPLETED, {args.runs} runs each, interleaved after a warm-up:")
-            for name, t in times.items():
-                print(f"  {name:6s}: median {medians[name]:.2f}s  (min {min(t):.2f}s, max {max(t):.2f}s)")
+            medians = interleaved_medians(harnesses, args.runs)
             print(f"  ratio hub/direct: {medians['hub'] / medians['direct']:.2f}  (goal <= 1.10)")
             print(f"  ratio hub/local:  {medians['hub'] / medians['local']:.2f}  (goal <= 0.85)")
 

@@ -28,6 +28,25 @@ def staged(harness, job_id, fmt="ipynb", timeout=300):
     raise RuntimeError(f"job {job_id} not done after {timeout}s")
 
 
+def interleaved_medians(harnesses, runs):
+    """Submit -> outputs-staged time of a one-cell notebook through each harness, interleaved,
+    after one warm-up round that is not counted. Prints each and returns the medians by name."""
+    for h in harnesses.values():
+        write_notebook(str(h.root / "one.ipynb"), "1 + 1")
+    times = {name: [] for name in harnesses}
+    for i in range(runs + 1):
+        for name, h in harnesses.items():
+            start = time.monotonic()
+            staged(h, h.submit("one.ipynb", name=f"bench-{uuid.uuid4().hex[:6]}"))
+            if i:
+                times[name].append(time.monotonic() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"one-cell notebook, submit -> outputs staged, {runs} runs each, interleaved after a warm-up round:")
+    for name, t in times.items():
+        print(f"  {name:9s}: median {medians[name]:.2f}s  (min {min(t):.2f}s, max {max(t):.2f}s)")
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
@@ -59,19 +78,7 @@ def main():
         harnesses = {"local": SchedulerHarness(Path(tmp), "local", DefaultExecutionManager),
                      "k8s": SchedulerHarness(Path(tmp), "k8s", None, scheduler_class=K8sScheduler, config=c),
                      "k8s-spawn": SchedulerHarness(Path(tmp), "k8s-spawn", K8sExecutionManager)}
-        for h in harnesses.values():
-            write_notebook(str(h.root / "one.ipynb"), "1 + 1")
-        times = {name: [] for name in harnesses}
-        for i in range(args.runs + 1):  # the first round warms caches and is not counted
-            for name, h in harnesses.items():
-                start = time.monotonic()
-                staged(h, h.submit("one.ipynb", name=f"bench-{uuid.uuid4().hex[:6]}"))
-                if i:
-                    times[name].append(time.monotonic() - start)
-        medians = {name: statistics.median(t) for name, t in times.items()}
-        print(f"runs: {args.runs} each, interleaved, after one warm-up round")
-        for name, t in times.items():
-            print(f"{name:9s}: median {medians[name]:.2f}s  (min {min(t):.2f}s, max {max(t):.2f}s)")
+        medians = interleaved_medians(harnesses, args.runs)
         print(f"ratio k8s/local: {medians['k8s'] / medians['local']:.2f}  (goal <= 1.25)")
         print(f"ratio k8s-spawn/local: {medians['k8s-spawn'] / medians['local']:.2f}")
         harnesses["k8s"].scheduler.shutdown()
