@@ -12,9 +12,8 @@ collector pod), by uid, which only the API server sets. Labels alone could be fo
 who can create a pod.
 """
 import logging
-import os
 import threading
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar
 
 from kubernetes.client import V1DeleteOptions, V1OwnerReference, V1Preconditions
 from kubernetes.client.rest import ApiException
@@ -320,15 +319,4 @@ def executor_spec(job, collect_hold_seconds: int) -> dict:
             "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": collect_hold_seconds}
 
 
-def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[List[str], List[str]]:
-    """The files stage-in sends from the staging dir, and those it skips: only regular files go,
-    since a link in the user's folder could point at any server file."""
-    if package_input_folder:
-        files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-    else:
-        files = [input_file]
-    skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
-    return [f for f in files if f not in skipped], skipped
-
-
-__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "make_driver", "run_files"]
+__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "make_driver"]

@@ -141,7 +141,7 @@ class GatewayDriver:
         """A tar of the files, made as it is sent (a thread writes it into a bounded queue)."""
         files = list(files)
         size = sum(os.path.getsize(os.path.join(root, f)) for f in files)
-        chunks = _tar_chunks(root, files)
+        chunks = _TarChunks(root, files)
         try:
             # A stream cannot be sent twice: a failure is the lifecycle's to try again.
             self._request("PUT", f"jobs/{job_id}/pods/{quote(pod_name)}/input", body=chunks, retries=False,
@@ -271,10 +271,6 @@ class _TarChunks:
 
     def close(self) -> None:
         self.closed.set()
-
-
-def _tar_chunks(root: str, files) -> _TarChunks:
-    return _TarChunks(root, files)
 
 
 __all__ = ["GatewayDriver", "WaitTimeout"]

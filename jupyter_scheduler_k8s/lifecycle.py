@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tenacity
 import urllib3
@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from . import names, reasons, transfer
 from .config import K8sConfig, UnknownProfileError, resolve_profile
-from .driver import NotFound, run_files
+from .driver import NotFound
 from .safe_tar import UnsafeOutputError
 from .watch import WaitTimeout
 
@@ -138,6 +138,17 @@ def retry_transient(fn, *args):
         stop=tenacity.stop_after_attempt(STEP_ATTEMPTS),
         wait=tenacity.wait_exponential(multiplier=2, max=30) + tenacity.wait_random(0, 1))
     return retrying(fn, *args)
+
+
+def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[List[str], List[str]]:
+    """The files stage-in sends from the staging dir, and those it skips: only regular files go,
+    since a link in the user's folder could point at any server file."""
+    if package_input_folder:
+        files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    else:
+        files = [input_file]
+    skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
+    return [f for f in files if f not in skipped], skipped
 
 
 class JobRun:
