@@ -23,6 +23,7 @@ STORAGE_RUNROOT="$CACHE_DIR/buildah/$STORAGE_DRIVER/run"
 
 BASE_IMAGE=localhost/jsk8s-base:bookworm
 IMAGE_NAME=localhost/jupyter-scheduler-k8s-executor
+GATEWAY_IMAGE_NAME=localhost/jupyter-scheduler-k8s-gateway
 
 # CA bundle that pip in the build must trust (the host's, which includes any
 # intercepting proxy's CA). Passed as a build secret only.
@@ -38,6 +39,11 @@ bh() {
 executor_version() {
   python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$REPO_DIR/image/executor/pyproject.toml"
+}
+
+# The version of this package (the gateway image's tag, and the chart's appVersion).
+package_version() {
+  sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO_DIR/jupyter_scheduler_k8s/__init__.py"
 }
 
 # The Debian mirror apt is configured with (deb822 or one-line format), never a

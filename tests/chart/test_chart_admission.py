@@ -26,7 +26,7 @@ from jupyter_scheduler_k8s import manifests, names
 NS = "jhub"
 JOBS_NS = "jhub-jobs"
 RELEASE = "hub"
-SA = f"{RELEASE}-jupyter-scheduler-k8s"
+SA = f"{RELEASE}-jupyter-scheduler-k8s-gateway"
 AS_SA = f"system:serviceaccount:{NS}:{SA}"
 JOB_ID = "0f6d9a2e-5b8c-4c1e-9e63-2a4b7d1c9f00"
 
@@ -416,7 +416,7 @@ def test_policies_type_check_without_warnings(cluster):
 
 
 SOLO_NS = "solo"
-AS_SOLO = f"system:serviceaccount:{SOLO_NS}:{SOLO_NS}-jupyter-scheduler-k8s"
+AS_SOLO = f"system:serviceaccount:{SOLO_NS}:{SOLO_NS}-jupyter-scheduler-k8s-gateway"
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from helmrender import (
 )
 
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
+GATEWAY = f"{FULLNAME}-gateway"
 JOBS_NS = f"{NAMESPACE}-jobs"
-SA_USERNAME = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+SA_USERNAME = f"system:serviceaccount:{NAMESPACE}:{GATEWAY}"
 CI = {path.name.removesuffix("-values.yaml"): path for path in CI_VALUES}
 COMBINATIONS = [("default", ())] + [(name, (path,)) for name, path in CI.items()]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
@@ -73,12 +74,14 @@ def test_default_jobs_namespace_is_separate_and_restricted():
     for mode in ("enforce", "warn", "audit"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
         assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "latest"
-    # In the release namespace only what user pods need from it: their ServiceAccount and config.
+    # In the release namespace: the config user servers mount, and the gateway.
     in_release = {(o["kind"], o["metadata"]["name"]) for o in objects
                   if o["metadata"].get("namespace") == NAMESPACE}
-    assert in_release == {("ServiceAccount", FULLNAME), ("ConfigMap", f"{FULLNAME}-config")}
-    for kind in ("Role", "RoleBinding", "NetworkPolicy"):
+    assert in_release == {("ConfigMap", f"{FULLNAME}-config"), ("ServiceAccount", GATEWAY), ("Deployment", GATEWAY),
+                          ("Service", GATEWAY), ("NetworkPolicy", GATEWAY)}
+    for kind in ("Role", "RoleBinding"):
         assert one(objects, kind)["metadata"]["namespace"] == JOBS_NS
+    assert one(objects, "NetworkPolicy", name=f"{FULLNAME}-jobs")["metadata"]["namespace"] == JOBS_NS
     assert server_config(objects)["K8sConfig"]["namespace"] == JOBS_NS
 
 
@@ -92,8 +95,9 @@ def test_every_namespaced_object_names_its_namespace():
 def test_explicit_jobs_namespace_is_used_everywhere():
     objects = render({"jobs": {"namespace": "notebook-jobs"}})
     assert one(objects, "Namespace")["metadata"]["name"] == "notebook-jobs"
-    for kind in ("Role", "RoleBinding", "NetworkPolicy"):
+    for kind in ("Role", "RoleBinding"):
         assert one(objects, kind)["metadata"]["namespace"] == "notebook-jobs"
+    assert one(objects, "NetworkPolicy", name=f"{FULLNAME}-jobs")["metadata"]["namespace"] == "notebook-jobs"
     assert server_config(objects)["K8sConfig"]["namespace"] == "notebook-jobs"
     for binding in find(objects, "ValidatingAdmissionPolicyBinding"):
         selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
@@ -144,16 +148,15 @@ def test_role_has_exactly_the_backend_verbs():
     assert rules_of(role) == needed_rules()
 
 
-def test_role_binding_binds_the_user_server_service_account():
+def test_role_binding_binds_the_gateway_service_account_only():
     objects = render()
     binding = one(objects, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": one(objects, "Role")["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": NAMESPACE}]
     sa = one(objects, "ServiceAccount")
-    assert sa["metadata"] == {**sa["metadata"], "name": FULLNAME, "namespace": NAMESPACE}
-    # KubeSpawner leaves automount to the ServiceAccount when one is named: it must mount.
-    assert sa["automountServiceAccountToken"] is True
+    assert sa["metadata"] == {**sa["metadata"], "name": GATEWAY, "namespace": NAMESPACE}
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == GATEWAY
 
 
 @pytest.mark.parametrize("name,files", COMBINATIONS, ids=[c[0] for c in COMBINATIONS])
@@ -174,7 +177,7 @@ def test_storage_class_read_is_a_tiny_optional_cluster_role():
     cluster_role = one(objects, "ClusterRole")
     assert rules_of(cluster_role) == {("storage.k8s.io", "storageclasses"): {"get", "list"}}
     binding = one(objects, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": NAMESPACE}]
     # Cluster-scoped names carry the release namespace: two hubs never collide.
     assert cluster_role["metadata"]["name"] == f"{FULLNAME}-{NAMESPACE}"
     off = render({"rbac": {"storageClassRead": False}})
@@ -184,8 +187,8 @@ def test_storage_class_read_is_a_tiny_optional_cluster_role():
 def test_existing_service_account_is_bound_not_created():
     objects = render(values_files=[CI["minimal"]])
     assert not find(objects, "ServiceAccount")
-    assert one(objects, "RoleBinding")["subjects"][0]["name"] == "jupyter-user"
-    assert "serviceAccountName: jupyter-user" in notes(values_files=[CI["minimal"]])
+    assert one(objects, "RoleBinding")["subjects"][0]["name"] == "jobs-gateway-sa"
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "jobs-gateway-sa"
 
 
 # --- server config -----------------------------------------------------------------------------
@@ -304,7 +307,7 @@ def test_admission_policy_matches_the_service_account_in_the_jobs_namespace():
         policy = _policy(objects, suffix)
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert policy["spec"]["matchConditions"] == [
-            {"name": "from-user-servers", "expression": f"request.userInfo.username == '{SA_USERNAME}'"}]
+            {"name": "from-the-gateway", "expression": f"request.userInfo.username == '{SA_USERNAME}'"}]
         binding = one(objects, "ValidatingAdmissionPolicyBinding", name=policy["metadata"]["name"])
         assert binding["spec"]["policyName"] == policy["metadata"]["name"]
         assert binding["spec"]["validationActions"] == ["Deny"]
@@ -393,8 +396,12 @@ def test_admission_policy_can_be_disabled():
 
 # --- network policy ----------------------------------------------------------------------------
 
+def _jobs_policy(objects):
+    return one(objects, "NetworkPolicy", name=f"{FULLNAME}-jobs")
+
+
 def test_network_policy_blocks_the_metadata_server_and_all_ingress():
-    policy = one(render(), "NetworkPolicy")
+    policy = _jobs_policy(render())
     spec = policy["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "jupyter-scheduler-k8s"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
@@ -406,17 +413,20 @@ def test_network_policy_blocks_the_metadata_server_and_all_ingress():
 
 
 def test_network_policy_with_further_restrictions():
-    spec = one(render(values_files=[CI["netpol"]]), "NetworkPolicy")["spec"]
+    spec = _jobs_policy(render(values_files=[CI["netpol"]]))["spec"]
     cidrs = [peer["ipBlock"]["cidr"] for rule in spec["egress"] for peer in rule.get("to", []) if "ipBlock" in peer]
     assert "0.0.0.0/0" not in cidrs and cidrs == ["203.0.113.0/24"]
     assert any(rule.get("ports") == [{"port": 5432, "protocol": "TCP"}] for rule in spec["egress"])
-    blocked = one(render({"networkPolicy": {"blockedCIDRs": ["169.254.169.254/32", "10.0.0.0/8"]}}),
-                  "NetworkPolicy")["spec"]["egress"][0]["to"][0]["ipBlock"]
+    blocked = _jobs_policy(render({"networkPolicy": {"blockedCIDRs": ["169.254.169.254/32", "10.0.0.0/8"]}})
+                           )["spec"]["egress"][0]["to"][0]["ipBlock"]
     assert blocked["except"] == ["169.254.169.254/32", "10.0.0.0/8"]
 
 
 def test_network_policy_can_be_disabled():
-    assert not find(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+    objects = render({"networkPolicy": {"enabled": False}})
+    assert not find(objects, "NetworkPolicy", namespace=JOBS_NS)
+    assert find(objects, "NetworkPolicy", name=GATEWAY)
+    assert not find(render({"gateway": {"networkPolicy": {"enabled": False}}}), "NetworkPolicy", name=GATEWAY)
 
 
 # --- quota and limit range ---------------------------------------------------------------------
@@ -459,63 +469,160 @@ def test_every_object_has_the_common_labels(name, files):
 
 def test_fullname_override_renames_everything():
     objects = render({"fullnameOverride": "sched"})
-    assert one(objects, "ServiceAccount")["metadata"]["name"] == "sched"
+    assert one(objects, "ServiceAccount")["metadata"]["name"] == "sched-gateway"
+    assert one(objects, "Deployment")["metadata"]["name"] == one(objects, "Service")["metadata"]["name"] == "sched-gateway"
     assert one(objects, "ConfigMap")["metadata"]["name"] == "sched-config"
     assert one(objects, "Role")["metadata"]["name"] == "sched"
 
 
 # --- NOTES.txt ---------------------------------------------------------------------------------
 
-def singleuser_snippet(text):
-    """The z2jh values block NOTES.txt prints, parsed."""
-    match = re.search(r"^singleuser:\n(?:(?:  .*)?\n)+", text, re.MULTILINE)
-    assert match, "NOTES.txt prints no singleuser block"
-    return yaml.safe_load(match.group(0))["singleuser"]
+def z2jh_values(text):
+    """The z2jh values block NOTES.txt (or the README) prints, parsed."""
+    match = re.search(r"^hub:\n(?:(?:[ a-z].*)?\n)+?(?=\n?What each part does)", text, re.MULTILINE)
+    assert match, "no z2jh values block (hub: ... up to 'What each part does')"
+    return yaml.safe_load(match.group(0))
 
 
-def test_notes_print_the_z2jh_singleuser_values():
-    snippet = singleuser_snippet(notes())
-    assert set(snippet) == {"serviceAccountName", "extraEnv", "storage", "networkPolicy"}
-    assert snippet["serviceAccountName"] == FULLNAME
-    env = snippet["extraEnv"]
-    assert env["JSK8S_USERNAME"] == {"valueFrom": {"fieldRef": {
-        "fieldPath": "metadata.labels['hub.jupyter.org/username']"}}}
-    assert env["K8S_NAMESPACE"] == JOBS_NS
-    mount_path = env["JUPYTER_CONFIG_PATH"]
-    assert mount_path == "/usr/local/etc/jupyter-scheduler-k8s"
-    assert snippet["storage"]["extraVolumes"] == [
+def test_notes_print_the_z2jh_values():
+    values = z2jh_values(notes())
+    assert set(values) == {"hub", "proxy", "singleuser"}
+    scope = "access:services!service=jobs-gateway"
+    assert values["hub"] == {
+        "services": {"jobs-gateway": {"url": f"http://{GATEWAY}.{NAMESPACE}:8000", "display": False}},
+        "loadRoles": {"user": {"scopes": ["self", scope]}},
+        "config": {"KubeSpawner": {"server_token_scopes": ["users:activity!user", "access:servers!server", scope]}},
+    }
+    egress = values["proxy"]["chp"]["networkPolicy"]["egress"]
+    selector = one(render(), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert egress == [{"to": [{"podSelector": {"matchLabels": selector}}], "ports": [{"port": 8000, "protocol": "TCP"}]}]
+    singleuser = values["singleuser"]
+    assert set(singleuser) == {"extraEnv", "storage"}, "user servers need no ServiceAccount and no API egress"
+    env = singleuser["extraEnv"]
+    assert env == {"JUPYTER_CONFIG_PATH": "/usr/local/etc/jupyter-scheduler-k8s",
+                   "JSK8S_GATEWAY_URL": "http://proxy-public/services/jobs-gateway/"}
+    assert singleuser["storage"]["extraVolumes"] == [
         {"name": "jupyter-scheduler-k8s-config", "configMap": {"name": f"{FULLNAME}-config"}}]
-    assert snippet["storage"]["extraVolumeMounts"] == [
-        {"name": "jupyter-scheduler-k8s-config", "mountPath": mount_path, "readOnly": True}]
-    egress = snippet["networkPolicy"]["egress"]
-    assert egress == [{"to": [{"ipBlock": {"cidr": "<API_SERVER_IP>/32"}}],
-                       "ports": [{"port": "<API_SERVER_PORT>", "protocol": "TCP"}]}]
-    text = notes()
-    assert "kubectl get endpointslice kubernetes -n default" in text
-    assert "egressAllowRules" in text
-    assert "jupyter-scheduler-k8s doctor" in text
+    assert singleuser["storage"]["extraVolumeMounts"] == [
+        {"name": "jupyter-scheduler-k8s-config", "mountPath": env["JUPYTER_CONFIG_PATH"], "readOnly": True}]
+    assert "jupyter-scheduler-k8s doctor" in notes()
 
 
 def test_notes_match_the_rendered_objects():
     """Every name NOTES.txt hands to z2jh exists in the release, whatever the overrides."""
-    values = {"fullnameOverride": "sched", "serviceAccount": {"name": "notebook-users"},
-              "jobs": {"namespace": "nb-jobs"}}
+    values = {"fullnameOverride": "sched", "jobs": {"namespace": "nb-jobs"},
+              "gateway": {"hub": {"serviceName": "nb-gateway"}, "service": {"port": 8080}}}
     objects = render(values)
-    snippet = singleuser_snippet(notes(values))
-    assert snippet["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"] == "notebook-users"
-    assert snippet["storage"]["extraVolumes"][0]["configMap"]["name"] == one(objects, "ConfigMap")["metadata"]["name"]
-    assert snippet["extraEnv"]["K8S_NAMESPACE"] == server_config(objects)["K8sConfig"]["namespace"] == "nb-jobs"
+    printed = z2jh_values(notes(values))
+    service, deployment = one(objects, "Service"), one(objects, "Deployment")
+    assert printed["hub"]["services"]["nb-gateway"]["url"] == f"http://{service['metadata']['name']}.{NAMESPACE}:8080"
+    assert service["spec"]["ports"][0]["port"] == 8080
+    assert printed["singleuser"]["extraEnv"]["JSK8S_GATEWAY_URL"] == "http://proxy-public/services/nb-gateway/"
+    assert printed["singleuser"]["storage"]["extraVolumes"][0]["configMap"]["name"] == \
+        one(objects, "ConfigMap")["metadata"]["name"]
+    selector = printed["proxy"]["chp"]["networkPolicy"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]
+    assert selector == service["spec"]["selector"]
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JUPYTERHUB_SERVICE_NAME"]["value"] == "nb-gateway"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"]["value"] == "/services/nb-gateway/"
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hub", "key": "hub.services.nb-gateway.apiToken"}
+    assert "access:services!service=nb-gateway" in printed["hub"]["loadRoles"]["user"]["scopes"]
 
 
-def test_readme_carries_the_same_snippet():
-    """The README's "Install with JupyterHub" block is what NOTES.txt prints for its example
+def test_readme_carries_the_same_values():
+    """The chart README's "Install with JupyterHub" block is what NOTES.txt prints for its example
     install (`helm install jupyter-scheduler-k8s ... --namespace jhub`)."""
     readme = (CHART / "README.md").read_text()
     assert "## Install with JupyterHub" in readme
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
-    block = [textwrap.dedent(b) for b in blocks if "singleuser:" in b]
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    block = [b for b in blocks if "singleuser:" in b]
     assert len(block) == 1
-    assert singleuser_snippet(block[0]) == singleuser_snippet(notes(release="jupyter-scheduler-k8s", namespace="jhub"))
+    assert yaml.safe_load(block[0]) == z2jh_values(notes(release="jupyter-scheduler-k8s", namespace="jhub"))
+
+
+# --- the gateway -------------------------------------------------------------------------------
+
+def test_gateway_pod_passes_restricted_and_has_probes_and_resources():
+    deployment = one(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert container["image"] == "localhost/jupyter-scheduler-k8s-gateway:0.1.0"
+    assert container["args"] == ["jupyter-scheduler-k8s", "gateway", "--port", "8000"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/services/jobs-gateway/api/v1/health", "port": "http"}
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+    assert all(set(v) <= {"name", "configMap", "emptyDir"} for v in pod["volumes"]), "no Secret or hostPath volume"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JUPYTERHUB_API_URL"]["value"] == "http://hub:8081/hub/api"
+    assert env["JUPYTER_CONFIG_PATH"]["value"] == "/usr/local/etc/jupyter-scheduler-k8s"
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= \
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    # A changed configuration rolls the pods.
+    other = one(render({"jobs": {"timeoutSeconds": 60}}), "Deployment")["spec"]["template"]["metadata"]
+    assert other["annotations"]["checksum/config"] != \
+        deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_gateway_settings_come_from_values():
+    values = {"gateway": {"replicas": 2, "image": {"name": "r.example/gw", "tag": "9", "pullPolicy": "Always"},
+                          "hub": {"apiUrl": "http://hub.jhub.svc:8081/hub/api",
+                                  "apiToken": {"existingSecret": "my-secret", "key": "token"}},
+                          "inputSizeLimitBytes": 4096, "streamsPerUser": 3, "streamsTotal": 30,
+                          "nodeSelector": {"pool": "system"}}}
+    objects = render(values)
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    assert (pod["containers"][0]["image"], pod["containers"][0]["imagePullPolicy"]) == ("r.example/gw:9", "Always")
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["JUPYTERHUB_API_URL"]["value"] == "http://hub.jhub.svc:8081/hub/api"
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "my-secret", "key": "token"}
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert server_config(objects)["GatewayConfig"] == {"input_size_limit": 4096, "streams_per_user": 3,
+                                                        "streams_total": 30}
+
+
+@pytest.mark.parametrize("name,files", COMBINATIONS, ids=[c[0] for c in COMBINATIONS])
+def test_gateway_config_is_accepted_by_the_gateway_traits(name, files):
+    from traitlets.config import Config
+
+    from jupyter_scheduler_k8s.gateway import GatewayConfig
+
+    settings = server_config(render(values_files=files))["GatewayConfig"]
+    configured = GatewayConfig(config=Config({"GatewayConfig": settings}))
+    for key, value in settings.items():
+        assert getattr(configured, key) == value
+
+
+def test_gateway_network_policy_admits_only_the_hubs_proxy_and_hub():
+    objects = render()
+    spec = one(objects, "NetworkPolicy", name=GATEWAY)["spec"]
+    assert spec["podSelector"]["matchLabels"] == one(objects, "Service")["spec"]["selector"]
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    assert peer == {"podSelector": {"matchExpressions": [
+        {"key": "app", "operator": "In", "values": ["jupyterhub"]},
+        {"key": "component", "operator": "In", "values": ["proxy", "hub"]}]}}
+    extra = {"from": [{"podSelector": {"matchLabels": {"component": "singleuser-server"}}}]}
+    spec = one(render({"gateway": {"networkPolicy": {"ingress": [extra]}}}), "NetworkPolicy", name=GATEWAY)["spec"]
+    assert spec["ingress"][1] == extra
+
+
+def test_service_targets_the_gateway_pods():
+    objects = render()
+    service, deployment = one(objects, "Service"), one(objects, "Deployment")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"}]
 
 
 def test_config_json_round_trips_through_the_configmap():

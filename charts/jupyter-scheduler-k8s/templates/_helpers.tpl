@@ -30,9 +30,14 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- /* ServiceAccount of the user servers (JupyterHub's singleuser pods), in the release namespace. */}}
+{{- /* The jobs gateway's Deployment, Service and (by default) ServiceAccount, in the release namespace. */}}
+{{- define "jupyter-scheduler-k8s.gatewayName" -}}
+{{- printf "%s-gateway" (include "jupyter-scheduler-k8s.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- /* The ServiceAccount of the jobs gateway: the only identity with rights in the jobs namespace. */}}
 {{- define "jupyter-scheduler-k8s.serviceAccountName" -}}
-{{- .Values.serviceAccount.name | default (include "jupyter-scheduler-k8s.fullname" .) }}
+{{- .Values.gateway.serviceAccount.name | default (include "jupyter-scheduler-k8s.gatewayName" .) }}
 {{- end }}
 
 {{- /* The username Kubernetes gives requests made with that ServiceAccount's token. */}}
@@ -40,11 +45,40 @@
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "jupyter-scheduler-k8s.serviceAccountName" .) }}
 {{- end }}
 
+{{- define "jupyter-scheduler-k8s.gatewaySelectorLabels" -}}
+{{ include "jupyter-scheduler-k8s.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "jupyter-scheduler-k8s.gatewayImage" -}}
+{{- $image := .Values.gateway.image }}
+{{- printf "%s:%s" $image.name ($image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+
+{{- /* The URL path the hub's proxy serves the gateway under: /services/<name>/. */}}
+{{- define "jupyter-scheduler-k8s.gatewayPrefix" -}}
+/services/{{ .Values.gateway.hub.serviceName }}/
+{{- end }}
+
+{{- /* Where the hub's proxy sends /services/<name>/ (hub.services.<name>.url). */}}
+{{- define "jupyter-scheduler-k8s.gatewayServiceUrl" -}}
+http://{{ include "jupyter-scheduler-k8s.gatewayName" . }}.{{ .Release.Namespace }}:{{ .Values.gateway.service.port }}
+{{- end }}
+
+{{- /* The gateway's URL as user servers use it (JSK8S_GATEWAY_URL): through the hub's proxy. */}}
+{{- define "jupyter-scheduler-k8s.gatewayUserUrl" -}}
+{{- .Values.gateway.userUrl | default (printf "http://proxy-public%s" (include "jupyter-scheduler-k8s.gatewayPrefix" .)) }}
+{{- end }}
+
+{{- define "jupyter-scheduler-k8s.hubApiUrl" -}}
+{{- .Values.gateway.hub.apiUrl | default "http://hub:8081/hub/api" }}
+{{- end }}
+
 {{- define "jupyter-scheduler-k8s.configMapName" -}}
 {{- printf "%s-config" (include "jupyter-scheduler-k8s.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- /* Where user servers mount the ConfigMap; this directory goes on JUPYTER_CONFIG_PATH. */}}
+{{- /* Where user servers and the gateway mount the ConfigMap; this directory goes on JUPYTER_CONFIG_PATH. */}}
 {{- define "jupyter-scheduler-k8s.configMountPath" -}}
 /usr/local/etc/jupyter-scheduler-k8s
 {{- end }}
@@ -126,9 +160,10 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 
 {{- /*
-  The traitlets JSON config that user servers load (jupyter_server_config.json). values.yaml keys
-  map one to one onto K8sConfig traits (jupyter_scheduler_k8s/config.py); unset optional values
-  are left out so that the trait's own default applies.
+  The traitlets JSON config that user servers and the gateway load (jupyter_server_config.json).
+  values.yaml keys map one to one onto K8sConfig and GatewayConfig traits
+  (jupyter_scheduler_k8s/config.py, gateway.py); unset optional values are left out so that the
+  trait's own default applies. Nothing in it is secret: user servers read it too.
 */}}
 {{- define "jupyter-scheduler-k8s.serverConfig" -}}
 {{- $jobs := .Values.jobs }}
@@ -186,6 +221,10 @@ app.kubernetes.io/component: {{ . }}
   "Scheduler" (dict
     "execution_manager_class" "jupyter_scheduler_k8s.executors.K8sExecutionManager")
   "K8sConfig" $k8s
+  "GatewayConfig" (dict
+    "input_size_limit" (int64 .Values.gateway.inputSizeLimitBytes)
+    "streams_per_user" (int64 .Values.gateway.streamsPerUser)
+    "streams_total" (int64 .Values.gateway.streamsTotal))
 }}
 {{- toPrettyJson $config }}
 {{- end }}
@@ -196,7 +235,7 @@ app.kubernetes.io/component: {{ . }}
 {{- define "jupyter-scheduler-k8s.validateValues" -}}
 {{- $ns := include "jupyter-scheduler-k8s.jobsNamespace" . }}
 {{- if and (include "jupyter-scheduler-k8s.sameNamespace" .) (not .Values.jobs.allowReleaseNamespace) }}
-{{- fail (printf "\n\njobs.namespace is the release namespace (%s), where JupyterHub runs. User servers would get pod, exec and job rights next to the hub's Secret and other users' servers: any user could read them. Use a separate namespace (the default, jobs.namespace: \"\", gives %s-jobs), or set jobs.allowReleaseNamespace: true to accept that risk." .Release.Namespace .Release.Namespace) }}
+{{- fail (printf "\n\njobs.namespace is the release namespace (%s), where JupyterHub runs. The jobs gateway would get pod, exec and job rights next to the hub's Secret and the users' servers, and notebook jobs would run beside them. Use a separate namespace (the default, jobs.namespace: \"\", gives %s-jobs), or set jobs.allowReleaseNamespace: true to accept that risk." .Release.Namespace .Release.Namespace) }}
 {{- end }}
 {{- if gt (len $ns) 63 }}
 {{- fail (printf "\n\nThe jobs namespace %q is longer than 63 characters. Set jobs.namespace to a shorter name." $ns) }}
