@@ -19,11 +19,12 @@ cluster-down:
 cluster-status:
 	ci/cluster/status
 
-image:  ## build the executor image into a docker-archive tarball (prints its path)
+image:  ## build the executor and gateway images into docker-archive tarballs (prints their paths)
 	ci/image/build
+	ci/image/build gateway
 
-load-image:  ## import the executor image into the local cluster's containerd
-	ci/cluster/load-image "$$(ci/image/build | tail -n 1)"
+load-image:  ## import the executor and gateway images into the local cluster's containerd
+	ci/cluster/load-image "$$(ci/image/build | tail -n 1)" "$$(ci/image/build gateway | tail -n 1)"
 
 # On a laptop with kind and Docker, `make dev-env` may use kind instead of ci/cluster.
 dev-env:

@@ -6,9 +6,12 @@ executor, in one run on the local cluster. Reports
   - the gateway's RSS with U users x J sleeping jobs in flight (goal <= 250 MB);
   - an input folder of M MB staged through the gateway: MB/s (goal >= 50) and the gateway's RSS
     growth (goal <= 50 MB).
-The gateway runs as a process with the admin kubeconfig (a benchmark, not a test of rights)."""
+The gateway runs as a process with the admin kubeconfig (a benchmark, not a test of rights: the
+e2e tests run it as the chart installs it), so that its RSS can be read."""
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -21,9 +24,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.concurrency import bench_cluster, delete_namespace  # noqa: E402
 from bench.overhead import interleaved_medians  # noqa: E402
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
-from tests.e2e.hub import GatewayProcess, Hub  # noqa: E402
+from tests.e2e.hub import GATEWAY_SERVICE, Hub, wait_http  # noqa: E402
+from tests.e2e.processes import ManagedProcess, free_port  # noqa: E402
 
 RESOURCES = {"cpu_request": "50m", "memory_request": "128Mi", "memory_limit": "512Mi"}
+
+
+class GatewayProcess(ManagedProcess):
+    """`jupyter-scheduler-k8s gateway`, with the chart's server config and a kubeconfig."""
+    stop_seconds = 10
+
+    def __init__(self, state: Path, config: dict, kubeconfig: str, hub_api_url: str, service_token: str):
+        super().__init__()
+        self.state = Path(state)
+        self.log_path = self.state / "gateway.log"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.config, self.kubeconfig = config, kubeconfig
+        self.hub_api_url, self.service_token = hub_api_url, service_token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/services/{GATEWAY_SERVICE}/"
+        self.api = self.url + "api/v1/"
+
+    def start(self) -> "GatewayProcess":
+        config_dir = self.state / "config"
+        config_dir.mkdir(exist_ok=True)
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=1))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER"))}
+        env.update(JUPYTER_CONFIG_DIR=str(config_dir), KUBECONFIG=self.kubeconfig,
+                   JUPYTERHUB_API_URL=self.hub_api_url, JUPYTERHUB_API_TOKEN=self.service_token,
+                   JUPYTERHUB_SERVICE_NAME=GATEWAY_SERVICE, JUPYTERHUB_SERVICE_PREFIX=f"/services/{GATEWAY_SERVICE}/")
+        log = self.log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_scheduler_k8s.cli", "gateway", "--ip", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        wait_http(self.api + "health", self.process, log)
+        return self
 
 
 def rss_mb(process) -> float:

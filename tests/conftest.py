@@ -84,3 +84,10 @@ def executor_image():
     """The executor image loaded into the cluster (ci/test-all and `make load-image` load it)."""
     from jupyter_scheduler_k8s import __version__
     return os.environ.get("JSK8S_EXECUTOR_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
+
+
+@pytest.fixture(scope="session")
+def gateway_image():
+    """The jobs gateway image loaded into the cluster (ci/test-all and `make load-image` load it)."""
+    from jupyter_scheduler_k8s import __version__
+    return os.environ.get("JSK8S_GATEWAY_IMAGE", f"localhost/jupyter-scheduler-k8s-gateway:{__version__}")

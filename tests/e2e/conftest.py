@@ -1,9 +1,11 @@
 """Fixtures that drive real jupyter-scheduler Schedulers against the local cluster.
 
-The product runs as it does when installed: the chart is installed once per session, and the
-code under test gets a kubeconfig holding a token of the chart's ServiceAccount, so the chart's
-Role and admission policies apply to every request it makes. The admin kubeconfig is for
-fixtures and for inspecting the namespace only.
+The product runs as it does when installed: the chart is installed once per session, with its
+jobs gateway Deployment (its image, its ServiceAccount) checking tokens with a real JupyterHub.
+In hub mode, user servers hold only their hub token; in direct mode, the code under test gets a
+kubeconfig holding a token of the chart's one ServiceAccount, the gateway's, so the chart's Role
+and admission policies apply to every request it makes. The admin kubeconfig is for fixtures
+and for inspecting the namespace only.
 """
 import copy
 import json
@@ -26,9 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "chart"))
 import helmrender  # noqa: E402
 
+from .hub import GATEWAY_SERVICE, Hub, InstalledGateway  # noqa: E402
+
 # The release the product-identity tests use (test_chart_e2e installs and uninstalls its own).
 RELEASE, RELEASE_NS = "installed", "jhub-installed"
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
+GATEWAY = f"{FULLNAME}-gateway"
 JOBS_NS = f"{RELEASE_NS}-jobs"
 
 
@@ -38,17 +43,48 @@ def helm(*args, kubeconfig):
     return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
 
 
-def chart_values_for(executor_image):
-    name, tag = executor_image.rsplit(":", 1)
-    return ["--set", f"executor.image.name={name}", "--set", f"executor.image.tag={tag}",
-            "--set", "executor.image.pullPolicy=Never"]
+def chart_values_for(executor_image, gateway_image, hub):
+    """The values of an install on this cluster: the locally loaded images, and the test's hub."""
+    executor, executor_tag = executor_image.rsplit(":", 1)
+    gateway, gateway_tag = gateway_image.rsplit(":", 1)
+    return ["--set", f"executor.image.name={executor}", "--set", f"executor.image.tag={executor_tag}",
+            "--set", "executor.image.pullPolicy=Never",
+            "--set", f"gateway.image.name={gateway}", "--set", f"gateway.image.tag={gateway_tag}",
+            "--set", "gateway.image.pullPolicy=Never", "--set", f"gateway.hub.apiUrl={hub.api_url}",
+            "--set", "gateway.resources.requests.cpu=50m"]
+
+
+def hub_secret(core, namespace, hub):
+    """What z2jh's chart makes from hub.services.jobs-gateway: the gateway's token in the Secret
+    `hub` of the release namespace (with the namespace itself, as installing z2jh would)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    core.create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="hub"),
+        string_data={f"hub.services.{GATEWAY_SERVICE}.apiToken": hub.gateway_token}))
 
 
 @pytest.fixture(scope="session")
-def installed_chart(kubeconfig, executor_image, core):
-    """The chart, installed as an operator would (release namespace + jobs namespace)."""
-    result = helm("install", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--create-namespace", "--wait",
-                  *chart_values_for(executor_image), kubeconfig=kubeconfig)
+def hub(tmp_path_factory, api_client):
+    """A real JupyterHub on the node's address (the API server's), where pods reach it."""
+    from urllib.parse import urlparse
+    hub = Hub(tmp_path_factory.mktemp("hub"), ip=urlparse(api_client.configuration.host).hostname).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="session")
+def installed_chart(kubeconfig, executor_image, gateway_image, hub, core):
+    """The chart, installed as an operator would (release namespace + jobs namespace), beside a
+    JupyterHub whose Secret holds the gateway's token."""
+    hub_secret(core, RELEASE_NS, hub)
+    result = helm("install", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--wait", "--timeout", "3m",
+                  *chart_values_for(executor_image, gateway_image, hub), kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     yield JOBS_NS
     helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", kubeconfig=kubeconfig)
@@ -77,9 +113,23 @@ def service_account_kubeconfig(api_client, core, namespace, service_account, pat
 
 @pytest.fixture(scope="session")
 def product_kubeconfig(installed_chart, api_client, core, tmp_path_factory):
-    """The identity the product has when installed: the chart's ServiceAccount."""
+    """The identity the product has when installed: the chart's one ServiceAccount, the gateway's."""
     path = tmp_path_factory.mktemp("identity") / "kubeconfig"
-    return service_account_kubeconfig(api_client, core, RELEASE_NS, FULLNAME, path)
+    return service_account_kubeconfig(api_client, core, RELEASE_NS, GATEWAY, path)
+
+
+@pytest.fixture(scope="session")
+def gateway(installed_chart, core, api_client):
+    """The installed chart's jobs gateway Deployment."""
+    from kubernetes import client
+    return InstalledGateway(core, client.AppsV1Api(api_client), RELEASE_NS, GATEWAY).wait_ready()
+
+
+def upgrade_chart(kubeconfig, *set_args):
+    """helm upgrade of the session's release, keeping its values and setting these."""
+    result = helm("upgrade", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--reuse-values", "--wait",
+                  "--timeout", "3m", *[a for kv in set_args for a in ("--set", kv)], kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
 
 
 # Small requests, so that a few jobs at once fit this 2-core machine whatever the defaults.

@@ -1,7 +1,8 @@
-"""A real JupyterHub (from PyPI) as a process on loopback, and the jobs gateway as a process, for
-the hub-mode tests. The hub issues the users' tokens and answers the gateway's token checks
-through its REST API, as on a real install. It runs without a proxy: nothing here goes through
-one (the real z2jh install, with its proxy, is tests of its own)."""
+"""A real JupyterHub (from PyPI) as a process, and the chart's jobs gateway as installed, for the
+hub-mode tests. The hub listens on the node's address, where the gateway's pod reaches it, issues
+the users' tokens and answers the gateway's token checks through its REST API, as on a real
+install. It runs without a proxy: nothing here goes through one (the real z2jh install, with its
+proxy, is tests of its own)."""
 import json
 import os
 import secrets
@@ -44,7 +45,7 @@ class NoProxy(Proxy):
 c.JupyterHub.proxy_class = NoProxy
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
-c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_ip = "{ip}"
 c.JupyterHub.hub_port = {hub_port}
 c.JupyterHub.port = {public_port}
 c.JupyterHub.ip = "127.0.0.1"
@@ -99,19 +100,22 @@ def call(url: str, method: str = "GET", token: str = None, body=None, headers=No
 
 
 class Hub(ManagedProcess):
-    def __init__(self, state: Path):
+    """JupyterHub on `ip` (the node's address: pods reach it there). start() again after stop()
+    brings the same hub back, with its users and tokens, on the same port."""
+
+    def __init__(self, state: Path, ip: str = "127.0.0.1"):
         super().__init__()
-        self.state = Path(state)
+        self.state, self.ip = Path(state), ip
         self.log_path = self.state / "hub.log"
         self.state.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port(ip)
         self.gateway_token, self.fixture_token = secrets.token_hex(16), secrets.token_hex(16)
-        self.api_url = f"http://127.0.0.1:{self.port}/hub/api"
+        self.api_url = f"http://{ip}:{self.port}/hub/api"
 
     def start(self) -> "Hub":
         config = self.state / "jupyterhub_config.py"
         config.write_text(HUB_CONFIG.format(
-            hub_port=self.port, public_port=free_port(), state=self.state, gateway=GATEWAY_SERVICE,
+            ip=self.ip, hub_port=self.port, public_port=free_port(), state=self.state, gateway=GATEWAY_SERVICE,
             gateway_token=self.gateway_token, fixture_token=self.fixture_token, scope=GATEWAY_SCOPE))
         log = self.log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB")}
@@ -130,33 +134,56 @@ class Hub(ManagedProcess):
         return body["token"]
 
 
-class GatewayProcess(ManagedProcess):
-    """`jupyter-scheduler-k8s gateway`, with the chart's server config and a kubeconfig."""
-    stop_seconds = 10
+class InstalledGateway:
+    """The chart's gateway Deployment, reached from this host through its Service's cluster IP
+    (kube-proxy's rules cover the node itself)."""
 
-    def __init__(self, state: Path, config: dict, kubeconfig: str, hub_api_url: str, service_token: str):
-        super().__init__()
-        self.state = Path(state)
-        self.log_path = self.state / "gateway.log"
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.config, self.kubeconfig = config, kubeconfig
-        self.hub_api_url, self.service_token = hub_api_url, service_token
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/services/{GATEWAY_SERVICE}/"
-        self.api = self.url + "api/v1/"
+    def __init__(self, core, apps, namespace: str, name: str):
+        self.core, self.apps, self.namespace, self.name = core, apps, namespace, name
 
-    def start(self) -> "GatewayProcess":
-        config_dir = self.state / "config"
-        config_dir.mkdir(exist_ok=True)
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=1))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_", "JSK8S_", "JUPYTER"))}
-        env.update(JUPYTER_CONFIG_DIR=str(config_dir), KUBECONFIG=self.kubeconfig,
-                   JUPYTERHUB_API_URL=self.hub_api_url, JUPYTERHUB_API_TOKEN=self.service_token,
-                   JUPYTERHUB_SERVICE_NAME=GATEWAY_SERVICE, JUPYTERHUB_SERVICE_PREFIX=f"/services/{GATEWAY_SERVICE}/")
-        log = self.log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_scheduler_k8s.cli", "gateway", "--ip", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        wait_http(self.api + "health", self.process, log)
-        return self
+    @property
+    def url(self) -> str:
+        service = self.core.read_namespaced_service(self.name, self.namespace)
+        return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/services/{GATEWAY_SERVICE}/"
 
+    @property
+    def api(self) -> str:
+        return self.url + "api/v1/"
+
+    def pods(self):
+        selector = ",".join(f"{k}={v}" for k, v in
+                            self.apps.read_namespaced_deployment(self.name, self.namespace).spec.selector.match_labels.items())
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    def wait_ready(self, timeout: float = 180) -> "InstalledGateway":
+        """Until every pod of the current ReplicaSet is ready, no other is left, and the API answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.apps.read_namespaced_deployment(self.name, self.namespace)
+            pods = self.pods()
+            ready = (d.status.observed_generation == d.metadata.generation
+                     and (d.status.updated_replicas or 0) == (d.status.ready_replicas or 0) == d.spec.replicas
+                     and len(pods) == d.spec.replicas and not any(p.metadata.deletion_timestamp for p in pods))
+            if ready:
+                try:
+                    urllib.request.urlopen(self.api + "health", timeout=5)
+                    return self
+                except OSError:
+                    pass
+            assert time.monotonic() < deadline, f"the gateway did not become ready:\n{self.log_tail()}"
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        """Every gateway pod, at once and without grace: the Deployment starts new ones."""
+        for pod in self.pods():
+            self.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+
+    def log_tail(self, lines: int = 60) -> str:
+        tails = []
+        for pod in self.pods():
+            try:
+                tails.append(f"--- {pod.metadata.name}\n" + self.core.read_namespaced_pod_log(
+                    pod.metadata.name, self.namespace, tail_lines=lines))
+            except Exception as e:  # noqa: BLE001 - only for a failure message
+                tails.append(f"--- {pod.metadata.name}: no log ({e})")
+        return "\n".join(tails)

@@ -1,4 +1,4 @@
-"""What the e2e tests' own processes (Jupyter servers, JupyterHub, the jobs gateway) share: a
+"""What the e2e tests' own processes (Jupyter servers, JupyterHub) share: a
 log file, SIGKILL (a pod evicted or culled abruptly), a polite stop, and the log's tail."""
 import signal
 import socket
@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(ip: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
 
 

@@ -1,5 +1,7 @@
-"""Issue 4 end to end: the Helm chart installed on the local cluster, used the way a JupyterHub
-user server uses it (the chart's ServiceAccount, in-cluster config, the chart's ConfigMap)."""
+"""The Helm chart installed on the local cluster, used the way a JupyterHub user server uses it in
+hub mode: no ServiceAccount token, the chart's ConfigMap, its hub token, and the chart's jobs
+gateway Deployment, which checks that token with a real JupyterHub and alone holds rights in the
+jobs namespace."""
 import json
 import os
 import sys
@@ -11,12 +13,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from .conftest import ROOT, chart_values_for, helm, helmrender
+from .conftest import ROOT, chart_values_for, helm, helmrender, hub_secret
+from .hub import GATEWAY_SERVICE
 
 pytestmark = pytest.mark.e2e
 RELEASE, NS = "jsk8s", "jhub-e2e"
 JOBS_NS = f"{NS}-jobs"
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
+GATEWAY = f"{FULLNAME}-gateway"
+USER = "e2e-user"
 SERVER_POD = "fake-user-server"
 CONFIG_DIR = "/usr/local/etc/jupyter-scheduler-k8s"
 
@@ -29,7 +34,7 @@ def python_home():
     return venv, base
 
 
-def server_pod(image):
+def server_pod(image, gateway_url, hub_token):
     venv, base = python_home()
     mounts, volumes = [], []
     for i, path in enumerate(dict.fromkeys([str(ROOT), str(venv), str(base)])):
@@ -37,14 +42,16 @@ def server_pod(image):
         mounts.append(client.V1VolumeMount(name=f"host{i}", mount_path=path, read_only=True))
     volumes.append(client.V1Volume(name="config", config_map=client.V1ConfigMapVolumeSource(name=f"{FULLNAME}-config")))
     mounts.append(client.V1VolumeMount(name="config", mount_path=CONFIG_DIR, read_only=True))
+    # What the NOTES' singleuser values give a user server, plus the token the hub gives it.
+    # (The gateway's URL is its Service's address: this cluster has no DNS and no hub proxy.)
     env = [client.V1EnvVar(name="JUPYTER_CONFIG_PATH", value=CONFIG_DIR),
-           client.V1EnvVar(name="HOME", value="/tmp"),
-           client.V1EnvVar(name="JSK8S_USERNAME", value_from=client.V1EnvVarSource(
-               field_ref=client.V1ObjectFieldSelector(field_path="metadata.labels['hub.jupyter.org/username']")))]
+           client.V1EnvVar(name="JSK8S_GATEWAY_URL", value=gateway_url),
+           client.V1EnvVar(name="JUPYTERHUB_API_TOKEN", value=hub_token),
+           client.V1EnvVar(name="HOME", value="/tmp")]
     return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=SERVER_POD, labels={"hub.jupyter.org/username": "e2e-user"}),
+        metadata=client.V1ObjectMeta(name=SERVER_POD, labels={"hub.jupyter.org/username": USER}),
         spec=client.V1PodSpec(
-            service_account_name=FULLNAME, restart_policy="Never",
+            automount_service_account_token=False, restart_policy="Never",
             containers=[client.V1Container(
                 name="server", image=image, image_pull_policy="Never", command=["sleep", "3600"],
                 env=env, volume_mounts=mounts,
@@ -52,8 +59,8 @@ def server_pod(image):
             volumes=volumes))
 
 
-def exec_in(core, command, timeout=300):
-    ws = stream(core.connect_get_namespaced_pod_exec, SERVER_POD, NS, command=command, stdin=False,
+def exec_in(core, command, timeout=300, pod=SERVER_POD):
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=command, stdin=False,
                 stdout=True, stderr=True, tty=False, _preload_content=False)
     ws.run_forever(timeout=timeout)
     out = ws.read_channel(1) + ws.read_channel(2)
@@ -61,9 +68,10 @@ def exec_in(core, command, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def chart(kubeconfig, executor_image, core):
-    result = helm("install", RELEASE, str(helmrender.CHART), "-n", NS, "--create-namespace", "--wait",
-                  *chart_values_for(executor_image), kubeconfig=kubeconfig)
+def chart(kubeconfig, executor_image, gateway_image, hub, core):
+    hub_secret(core, NS, hub)
+    result = helm("install", RELEASE, str(helmrender.CHART), "-n", NS, "--wait", "--timeout", "3m",
+                  *chart_values_for(executor_image, gateway_image, hub), kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     yield result.stdout
     helm("uninstall", RELEASE, "-n", NS, "--wait", kubeconfig=kubeconfig)
@@ -73,11 +81,21 @@ def chart(kubeconfig, executor_image, core):
         pass
 
 
+def gateway_url(core):
+    service = core.read_namespaced_service(GATEWAY, NS)
+    return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/services/{GATEWAY_SERVICE}/"
+
+
+def gateway_pod(core):
+    pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=gateway").items
+    return next(p.metadata.name for p in pods if not p.metadata.deletion_timestamp)
+
+
 @pytest.fixture(scope="module")
-def server(chart, core, executor_image):
-    for _ in range(50):  # the ServiceAccount and the admission controller's cache settle
+def server(chart, core, executor_image, hub):
+    for _ in range(50):  # the default ServiceAccount and the admission controller's cache settle
         try:
-            core.create_namespaced_pod(NS, server_pod(executor_image))
+            core.create_namespaced_pod(NS, server_pod(executor_image, gateway_url(core), hub.user_token(USER)))
             break
         except ApiException as e:
             if e.status != 403:
@@ -91,7 +109,8 @@ def server(chart, core, executor_image):
 
 
 def sa_api(core, api_client):
-    token = core.create_namespaced_service_account_token(FULLNAME, NS, client.AuthenticationV1TokenRequest(
+    """A client with a token of the chart's only ServiceAccount, the gateway's."""
+    token = core.create_namespaced_service_account_token(GATEWAY, NS, client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
     cfg = client.Configuration()
     cfg.host, cfg.ssl_ca_cert = api_client.configuration.host, api_client.configuration.ssl_ca_cert
@@ -99,11 +118,17 @@ def sa_api(core, api_client):
     return client.ApiClient(cfg)
 
 
-def test_install_prints_the_singleuser_values(chart):
-    assert "singleuser:" in chart and f"serviceAccountName: {FULLNAME}" in chart
+def test_install_prints_the_z2jh_values(chart):
+    for line in ("hub:", f"url: http://{GATEWAY}.{NS}:8000", '- "access:services!service=jobs-gateway"',
+                 "JSK8S_GATEWAY_URL: http://proxy-public/services/jobs-gateway/"):
+        assert line in chart, line
+    assert "serviceAccountName" not in chart
 
 
-def test_notebook_runs_from_a_server_pod_with_the_charts_service_account(server, core, batch):
+def test_notebook_runs_from_a_server_pod_through_the_gateway(server, core, batch):
+    # The user server holds no Kubernetes credentials: no token is mounted.
+    code, _ = exec_in(core, ["test", "-e", "/var/run/secrets/kubernetes.io/serviceaccount/token"])
+    assert code != 0
     venv, _ = python_home()
     code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "run", f"{ROOT}/examples/demo/demo.ipynb",
                                "--input-folder", "-p", "scale=3", "-f", "html", "-o", "/tmp/out"])
@@ -115,9 +140,13 @@ def test_notebook_runs_from_a_server_pod_with_the_charts_service_account(server,
         p.metadata.deletion_timestamp for p in core.list_namespaced_pod(JOBS_NS).items)
 
 
-def test_doctor_passes_then_fails_without_the_rolebinding(server, core, api_client):
+def test_doctor_passes_then_the_gateways_fails_without_the_rolebinding(server, core, api_client):
     venv, _ = python_home()
     code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "doctor"])
+    assert code == 0, out
+    assert f"as user {USER}" in out and f"jobs namespace {JOBS_NS} ready" in out, out
+    # In the gateway's pod, `doctor` checks the gateway's own identity (as its error messages say).
+    code, out = exec_in(core, ["jupyter-scheduler-k8s", "doctor"], pod=gateway_pod(core))
     assert code == 0, out
     assert f"namespace={JOBS_NS}" in out and "API server" in out
     rbac = client.RbacAuthorizationV1Api(api_client)
@@ -125,7 +154,7 @@ def test_doctor_passes_then_fails_without_the_rolebinding(server, core, api_clie
     rbac.delete_namespaced_role_binding(FULLNAME, JOBS_NS)
     try:
         time.sleep(1)
-        code, out = exec_in(core, [f"{venv}/bin/jupyter-scheduler-k8s", "doctor"])
+        code, out = exec_in(core, ["jupyter-scheduler-k8s", "doctor"], pod=gateway_pod(core))
         assert code != 0
         assert "missing permissions" in out and "create persistentvolumeclaims" in out
     finally:
@@ -157,7 +186,7 @@ def test_admission_policy_rejects_dangerous_jobs(chart, core, api_client, mutate
     assert expected in json.loads(e.value.body)["message"]
 
 
-def test_service_account_cannot_read_secrets_or_create_pods_in_the_hub_namespace(chart, core, api_client):
+def test_the_gateways_account_cannot_read_secrets_or_create_pods_in_the_hub_namespace(chart, core, api_client):
     core_as_sa = client.CoreV1Api(sa_api(core, api_client))
     for forbidden in (lambda: core_as_sa.list_namespaced_secret(JOBS_NS),
                       lambda: core_as_sa.list_namespaced_secret(NS),
@@ -187,7 +216,13 @@ def test_uninstall_leaves_nothing_behind(chart, kubeconfig, core, api_client):
                 + [r.metadata.name for r in rbac.list_cluster_role_binding(label_selector=selector).items]
                 + [n.metadata.name for n in core.list_namespace().items if n.metadata.name == JOBS_NS]
                 + [c.metadata.name for c in core.list_namespaced_config_map(NS, label_selector=selector).items]
-                + [s.metadata.name for s in core.list_namespaced_service_account(NS, label_selector=selector).items])
+                + [s.metadata.name for s in core.list_namespaced_service_account(NS, label_selector=selector).items]
+                + [s.metadata.name for s in core.list_namespaced_service(NS, label_selector=selector).items]
+                + [p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=selector).items]
+                + [d.metadata.name for d in client.AppsV1Api(api_client).list_namespaced_deployment(
+                    NS, label_selector=selector).items]
+                + [n.metadata.name for n in client.NetworkingV1Api(api_client).list_namespaced_network_policy(
+                    NS, label_selector=selector).items])
         if not left or time.monotonic() > deadline:
             break
         time.sleep(1)

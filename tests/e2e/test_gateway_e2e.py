@@ -1,8 +1,7 @@
 """Hub mode: a real JupyterHub issues two users' tokens; each user's Jupyter server runs
 K8sScheduler with no Kubernetes credentials at all and reaches the jobs gateway with its token;
-the gateway runs as the chart's ServiceAccount. Isolation is checked endpoint by endpoint, with a
-forged pod, and with tokens that must be refused."""
-import copy
+the gateway runs as the chart installs it (its Deployment, image and ServiceAccount). Isolation is
+checked endpoint by endpoint, with a forged pod, and with tokens that must be refused."""
 import json
 import os
 import subprocess
@@ -17,38 +16,11 @@ from kubernetes import client
 
 from jupyter_scheduler_k8s import names
 
-from .conftest import TEST_RESOURCES, leftovers, write_notebook
-from .hub import GatewayProcess, Hub, call
+from .conftest import leftovers, upgrade_chart, write_notebook
+from .hub import call
 
 pytestmark = pytest.mark.e2e
 NO_CREDENTIALS = "/nonexistent/kubeconfig"  # hub mode must not need any
-
-
-@pytest.fixture
-def hub(tmp_path):
-    hub = Hub(tmp_path / "hub").start()
-    yield hub
-    hub.stop()
-
-
-@pytest.fixture
-def make_gateway(tmp_path, hub, chart_config, product_kubeconfig, jobs_namespace):
-    started = []
-
-    def make(name="gateway", hub_api_url=None, port=None, **options):
-        config = copy.deepcopy(chart_config)
-        config["K8sConfig"].update(TEST_RESOURCES)
-        config["GatewayConfig"] = options
-        gateway = GatewayProcess(tmp_path / name, config, product_kubeconfig, hub_api_url or hub.api_url,
-                                 hub.gateway_token)
-        if port:
-            gateway.port, gateway.url = port, gateway.url.replace(f":{gateway.port}/", f":{port}/")
-            gateway.api = gateway.url + "api/v1/"
-        started.append(gateway)
-        return gateway.start()
-    yield make
-    for gateway in started:
-        gateway.stop()
 
 
 @pytest.fixture
@@ -89,8 +61,7 @@ def _running_pod(core, namespace, job_id, timeout=120):
         time.sleep(0.5)
 
 
-def test_two_users_run_jobs_through_the_gateway(make_gateway, user_server, core, batch, jobs_namespace):
-    gateway = make_gateway()
+def test_two_users_run_jobs_through_the_gateway(gateway, user_server, core, batch, jobs_namespace):
     servers = {user: user_server(user, gateway) for user in ("alice", "bob")}
     jobs = {}
     for user, server in servers.items():
@@ -124,8 +95,7 @@ def test_two_users_run_jobs_through_the_gateway(make_gateway, user_server, core,
 
 
 def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
-        make_gateway, user_server, core, batch, jobs_namespace):
-    gateway = make_gateway()
+        gateway, user_server, core, batch, jobs_namespace):
     alice, bob = user_server("alice", gateway), user_server("bob", gateway)
     write_notebook(str(bob.root / "nap.ipynb"), "import time; time.sleep(600)")
     job_id = bob.create_job("nap.ipynb")
@@ -169,25 +139,51 @@ def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
     assert leftovers(core, batch, jobs_namespace) == []
 
 
-def test_tokens_limits_and_an_unreachable_hub(make_gateway, hub, user_server, core, batch, jobs_namespace):
-    gateway = make_gateway(input_size_limit=4096)
-    alice = hub.user_token("alice")
+def test_tokens_and_an_unreachable_hub(gateway, hub):
     whoami = gateway.api + "whoami"
     assert call(whoami)[0] == 401
     assert call(whoami, token="not-a-token")[0] == 401
     assert call(whoami, token=hub.user_token("alice", scopes=["read:users:name!user"]))[0] == 403
+    alice = hub.user_token("alice")
     assert call(whoami, token=alice)[1]["name"] == "alice"
+    assert call(whoami, token=alice)[1]["missing_permissions"] == []
     assert call(f"{gateway.api}jobs/{uuid.uuid4()}", token=alice)[0] == 404
+    assert call(f"{gateway.api}jobs/not-a-job-id", token=alice)[0] == 404
 
-    # One stream per user: a second watch waits its turn.
-    one = make_gateway("one-stream", streams_per_user=1)
-    held = urllib.request.urlopen(urllib.request.Request(
-        f"{one.api}pods?tick=1", headers={"Authorization": f"token {alice}"}), timeout=30)
+    # The hub goes away: a token the gateway has not seen yet gets 503, and no detail of where
+    # the hub was looked for. The hub comes back with the same users and tokens.
+    fresh = hub.user_token("alice")
+    hub.stop()
     try:
-        status, answer, headers = call(f"{one.api}pods?tick=1", token=alice)
-        assert status == 429 and headers["Retry-After"], answer
+        status, answer, _ = call(whoami, token=fresh)
+        assert status == 503 and hub.ip not in str(answer) and "hub" in answer["message"].lower(), answer
     finally:
-        held.close()
+        hub.start()
+    assert call(whoami, token=fresh)[1]["name"] == "alice"
+
+
+def test_size_and_stream_limits(gateway, hub, user_server, core, batch, jobs_namespace, kubeconfig):
+    upgrade_chart(kubeconfig, "gateway.inputSizeLimitBytes=4096", "gateway.streamsPerUser=3")
+    try:
+        gateway.wait_ready()
+        _limits(gateway, hub, user_server, core, batch, jobs_namespace)
+    finally:
+        upgrade_chart(kubeconfig, "gateway.inputSizeLimitBytes=1073741824", "gateway.streamsPerUser=8")
+        gateway.wait_ready()
+
+
+def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
+    # Three streams per user: Carol's fourth watch waits its turn, while Alice's work goes on.
+    carol = hub.user_token("carol")
+    held = [urllib.request.urlopen(urllib.request.Request(
+        f"{gateway.api}pods?tick=1", headers={"Authorization": f"token {carol}"}), timeout=30) for _ in range(3)]
+    try:
+        status, answer, headers = call(f"{gateway.api}pods?tick=1", token=carol)
+        assert status == 429 and headers["Retry-After"], answer
+        assert _listed_pods(f"{gateway.api}pods?tick=1", hub.user_token("alice")) == []
+    finally:
+        for response in held:
+            response.close()
 
     # Inputs above the limit: 413, and the job fails with that reason, leaving nothing behind.
     server = user_server("alice", gateway)
@@ -206,22 +202,17 @@ def test_tokens_limits_and_an_unreachable_hub(make_gateway, hub, user_server, co
     assert job["status"] == "FAILED" and "exceed the limit of 4096 bytes" in job["status_message"], job
     assert leftovers(core, batch, jobs_namespace) == []
 
-    # A hub that cannot be reached: 503, and no detail of where it was looked for.
-    lost = make_gateway("lost-hub", hub_api_url="http://127.0.0.1:9/hub/api")
-    status, answer, _ = call(lost.api + "whoami", token=alice)
-    assert status == 503 and "127.0.0.1" not in str(answer) and "hub" in answer["message"].lower()
 
-
-def test_jobs_survive_gateway_and_server_restarts(make_gateway, user_server, core, batch, jobs_namespace):
-    gateway = make_gateway()
+def test_jobs_survive_gateway_and_server_restarts(gateway, user_server, core, batch, jobs_namespace):
     server = user_server("alice", gateway)
     write_notebook(str(server.root / "slow.ipynb"), "import time; time.sleep(20); print('done sleeping')")
     job_id = server.create_job("slow.ipynb", output_formats=["ipynb", "html"])
     _running_pod(core, jobs_namespace, job_id)
-    gateway.kill()
+    before = {p.metadata.uid for p in gateway.pods()}
+    gateway.kill()  # every gateway pod, without grace: the Deployment makes new ones, which know nothing
     server.kill()
-    time.sleep(2)
-    gateway.start()  # a new gateway process on the same address: it kept nothing, and needs nothing
+    gateway.wait_ready()
+    assert not before & {p.metadata.uid for p in gateway.pods()}
     restarted = user_server("alice", gateway)
     job = restarted.wait(job_id, timeout=180)
     assert job["status"] == "COMPLETED", (job["status_message"], gateway.log_tail())
