@@ -531,12 +531,13 @@ def test_notes_match_the_rendered_objects():
     assert "access:services!service=nb-gateway" in printed["hub"]["loadRoles"]["user"]["scopes"]
 
 
-def test_readme_carries_the_same_values():
-    """The chart README's "Install with JupyterHub" block is what NOTES.txt prints for its example
+@pytest.mark.parametrize("readme", [CHART / "README.md", ROOT / "README.md"], ids=["chart", "top"])
+def test_readme_carries_the_same_values(readme):
+    """The READMEs' "Install with JupyterHub" block is what NOTES.txt prints for their example
     install (`helm install jupyter-scheduler-k8s ... --namespace jhub`)."""
-    readme = (CHART / "README.md").read_text()
-    assert "## Install with JupyterHub" in readme
-    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)]
+    text = readme.read_text()
+    assert "## Install with JupyterHub" in text
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
     block = [b for b in blocks if "singleuser:" in b]
     assert len(block) == 1
     assert yaml.safe_load(block[0]) == z2jh_values(notes(release="jupyter-scheduler-k8s", namespace="jhub"))
