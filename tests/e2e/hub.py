@@ -124,12 +124,14 @@ class Hub(ManagedProcess):
         wait_http(self.api_url + "/", self.process, log)
         return self
 
-    def user_token(self, name: str, scopes=(GATEWAY_SCOPE,)) -> str:
+    def user_token(self, name: str, scopes=(GATEWAY_SCOPE,), expires_in=None) -> str:
         """Creates the user if need be and a token of theirs with these scopes."""
         status, _, _ = call(f"{self.api_url}/users/{name}", "POST", self.fixture_token)
         assert status in (201, 409), status
-        status, body, _ = call(f"{self.api_url}/users/{name}/tokens", "POST", self.fixture_token,
-                               {"scopes": list(scopes), "note": "e2e"})
+        request = {"scopes": list(scopes), "note": "e2e"}
+        if expires_in:
+            request["expires_in"] = expires_in
+        status, body, _ = call(f"{self.api_url}/users/{name}/tokens", "POST", self.fixture_token, request)
         assert status == 201, body
         return body["token"]
 

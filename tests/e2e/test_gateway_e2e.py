@@ -141,8 +141,11 @@ def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
 
 def test_tokens_and_an_unreachable_hub(gateway, hub):
     whoami = gateway.api + "whoami"
-    assert call(whoami)[0] == 401
-    assert call(whoami, token="not-a-token")[0] == 401
+    expiring = hub.user_token("alice", expires_in=1)
+    time.sleep(2.5)
+    for token in (None, "not-a-token", expiring):
+        status, answer, _ = call(whoami, token=token)
+        assert status == 401 and answer == {"status": 401, "message": "a valid JupyterHub token is required"}, answer
     assert call(whoami, token=hub.user_token("alice", scopes=["read:users:name!user"]))[0] == 403
     alice = hub.user_token("alice")
     assert call(whoami, token=alice)[1]["name"] == "alice"
@@ -163,24 +166,32 @@ def test_tokens_and_an_unreachable_hub(gateway, hub):
 
 
 def test_size_and_stream_limits(gateway, hub, user_server, core, batch, jobs_namespace, kubeconfig):
-    upgrade_chart(kubeconfig, "gateway.inputSizeLimitBytes=4096", "gateway.streamsPerUser=3")
+    limits = {"inputSizeLimitBytes": (4096, 1073741824), "streamsPerUser": (3, 8), "streamsTotal": (5, 200)}
+    upgrade_chart(kubeconfig, *[f"gateway.{key}={low}" for key, (low, _) in limits.items()])
     try:
         gateway.wait_ready()
         _limits(gateway, hub, user_server, core, batch, jobs_namespace)
     finally:
-        upgrade_chart(kubeconfig, "gateway.inputSizeLimitBytes=1073741824", "gateway.streamsPerUser=8")
+        upgrade_chart(kubeconfig, *[f"gateway.{key}={default}" for key, (_, default) in limits.items()])
         gateway.wait_ready()
 
 
+def _watch(gateway, token):
+    return urllib.request.urlopen(urllib.request.Request(
+        f"{gateway.api}pods?tick=1", headers={"Authorization": f"token {token}"}), timeout=30)
+
+
 def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
-    # Three streams per user: Carol's fourth watch waits its turn, while Alice's work goes on.
-    carol = hub.user_token("carol")
-    held = [urllib.request.urlopen(urllib.request.Request(
-        f"{gateway.api}pods?tick=1", headers={"Authorization": f"token {carol}"}), timeout=30) for _ in range(3)]
+    # Three streams per user: Carol's fourth watch waits its turn, while Dave's goes on; five in
+    # all: with Dave's second, Erin's first waits too.
+    carol, dave, erin = (hub.user_token(user) for user in ("carol", "dave", "erin"))
+    held = [_watch(gateway, carol) for _ in range(3)]
     try:
         status, answer, headers = call(f"{gateway.api}pods?tick=1", token=carol)
+        assert status == 429 and headers["Retry-After"] and "too many" in answer["message"], answer
+        held += [_watch(gateway, dave), _watch(gateway, dave)]
+        status, answer, headers = call(f"{gateway.api}pods?tick=1", token=erin)
         assert status == 429 and headers["Retry-After"], answer
-        assert _listed_pods(f"{gateway.api}pods?tick=1", hub.user_token("alice")) == []
     finally:
         for response in held:
             response.close()
