@@ -5,11 +5,13 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v1.7.35}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 CT_VERSION=${CT_VERSION:-v3.14.0}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 
 # Built binaries live outside the clone so a second run starts warm.
 CACHE_DIR=${JSK8S_CACHE_DIR:-/var/cache/jupyter-scheduler-k8s}
 BIN_DIR="$CACHE_DIR/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-containerd-$CONTAINERD_VERSION"
 TOOLS_DIR="$CACHE_DIR/bin/helm-$HELM_VERSION-ct-$CT_VERSION"
+DNS_BIN_DIR="$CACHE_DIR/bin/coredns-$COREDNS_VERSION"
 
 # Runtime state of one cluster: certs, etcd data, logs, pid files, kubeconfig.
 STATE_DIR=${JSK8S_STATE_DIR:-/var/lib/jupyter-scheduler-k8s/cluster}
@@ -34,8 +36,12 @@ PAUSE_IMAGE=localhost/jsk8s-pause:3.10
 CONTAINERD_SOCK="$STATE_DIR/containerd/containerd.sock"
 CNI_BIN_DIR=/usr/lib/cni
 
+# The cluster's DNS (CoreDNS, a process like the rest) answers on the node address, port 53:
+# kubelet hands pods that address as their nameserver. Only cluster names are served.
+DNS_HEALTH_PORT=${JSK8S_DNS_HEALTH_PORT:-18180}
+
 # Every component under up/down, in start order.
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy provisioner)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy provisioner coredns)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -35,6 +35,7 @@ make_pki() {
   pki_cert kubelet "system:node:$NODE_NAME" system:nodes
   pki_cert kube-proxy system:kube-proxy ""
   pki_cert provisioner jsk8s-provisioner system:masters
+  pki_cert coredns system:jsk8s-coredns ""
   [ -f "$d/sa.key" ] || { openssl genrsa -out "$d/sa.key" 2048 2>/dev/null; openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null; }
 }
 

@@ -178,3 +178,27 @@ def test_extended_gpu_resource_schedules_and_overcommit_is_unschedulable(core, n
     p = wait_pod(core, namespace, "gpu2", unschedulable, timeout=60)
     assert p.status.phase == "Pending"
     assert "nvidia.com/gpu" in [c.message for c in p.status.conditions if c.type == "PodScheduled"][0]
+
+
+def test_cluster_dns_resolves_service_names(core, namespace, busybox_image, executor_image):
+    """CoreDNS (a cluster process on the node address) answers cluster names: a Service's full
+    name, and its short name through the pod's search path (glibc's resolver, in the executor
+    image), as charts that name each other's Services (z2jh's hub, proxy-api) need. Names outside
+    the cluster get no answer."""
+    svc = core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="named"),
+        spec=client.V1ServiceSpec(selector={"app": "none"}, ports=[client.V1ServicePort(port=80)])))
+    core.create_namespaced_pod(namespace, pod("lookup", executor_image, ["python3", "-c", (
+        "import socket\n"
+        f"for name in ('named', 'named.{namespace}', 'named.{namespace}.svc.cluster.local', 'kubernetes.default'):\n"
+        "    print(name, socket.gethostbyname(name))\n"
+        "try:\n"
+        "    print('outside', socket.gethostbyname('example.org'))\n"
+        "except OSError:\n"
+        "    print('outside', 'unresolved')\n")]))
+    wait_pod(core, namespace, "lookup", phase_in("Succeeded", "Failed"), timeout=120)
+    answers = dict(line.split() for line in core.read_namespaced_pod_log("lookup", namespace).splitlines())
+    kubernetes_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    assert answers == {"named": svc.spec.cluster_ip, f"named.{namespace}": svc.spec.cluster_ip,
+                       f"named.{namespace}.svc.cluster.local": svc.spec.cluster_ip,
+                       "kubernetes.default": kubernetes_ip, "outside": "unresolved"}, answers
