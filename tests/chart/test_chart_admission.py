@@ -3,7 +3,7 @@
 A throwaway etcd and kube-apiserver (the binaries `ci/cluster/build` makes; no kubelet, no
 network) run on free loopback ports. The chart is installed with helm, and the backend's own
 objects, built by jupyter_scheduler_k8s.manifests, are created with `--dry-run=server` while
-impersonating the user servers' ServiceAccount: authorization, Pod Security and the
+impersonating the gateway's ServiceAccount: authorization, Pod Security and the
 ValidatingAdmissionPolicies all run, nothing is stored. Variants of those objects must be
 rejected with the policy's message.
 """
@@ -317,7 +317,7 @@ def test_cronjob_pod_template_is_checked(cluster):
 
 
 def test_other_users_are_not_limited_by_the_policy(cluster):
-    """The policy matches only the user servers' ServiceAccount, not an administrator."""
+    """The policy matches only the gateway's ServiceAccount, not an administrator."""
     admitted, output = cluster.dry_run(_variant(_add_volume({"secret": {"secretName": "x"}})), as_sa=False)
     assert admitted, output
 
@@ -325,6 +325,21 @@ def test_other_users_are_not_limited_by_the_policy(cluster):
 def test_pod_security_restricted_is_enforced_in_the_jobs_namespace(cluster):
     """Even for an administrator, whom the admission policy does not cover."""
     pod = _variant(_set_security("allowPrivilegeEscalation", True), base=backend_collector_pod)
+    admitted, output = cluster.dry_run(pod, as_sa=False)
+    assert not admitted and 'violates PodSecurity "restricted:latest"' in output, output
+
+
+def test_the_gateway_pod_passes_pod_security_restricted(cluster):
+    """The chart's gateway pod, as a Pod in the jobs namespace (which enforces "restricted"):
+    admitted. Namespaces only warn about a Deployment's template, so the pod itself is checked."""
+    deployment = helmrender.one(helmrender.render(), "Deployment")
+    template = copy.deepcopy(deployment["spec"]["template"])
+    template["spec"]["serviceAccountName"] = "default"  # the gateway's own lives in the release namespace
+    pod = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
+           "metadata": {"name": "gateway-probe", "namespace": JOBS_NS, "labels": template["metadata"]["labels"]}}
+    admitted, output = cluster.dry_run(pod, as_sa=False)
+    assert admitted and "Warning" not in output, output
+    del pod["spec"]["containers"][0]["securityContext"]["capabilities"]
     admitted, output = cluster.dry_run(pod, as_sa=False)
     assert not admitted and 'violates PodSecurity "restricted:latest"' in output, output
 
