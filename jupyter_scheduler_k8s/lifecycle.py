@@ -330,8 +330,10 @@ class JobRun:
                     try:
                         result, written = self.collect(step.pod)
                     except transfer.TransferError as e:
-                        # The pod ended under us (deadline, eviction): the PVC still has it all.
+                        # The pod ended under us (deadline, eviction): the PVC still has it all,
+                        # and the pod's end is the reason to give if that fails too.
                         log.warning("job %s: collecting from the pod failed (%s); reading its volume", self.name, e)
+                        ended = self._terminated_pod(step.pod)
                         result, written = self.collect_from_volume()
                     outcome = self.outcome(result, written, pod_name=step.pod)
                 else:

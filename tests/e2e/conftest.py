@@ -59,11 +59,18 @@ def hub_secret(core, namespace, hub):
     `hub` of the release namespace (with the namespace itself, as installing z2jh would)."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    except ApiException as e:
-        if e.status != 409:
-            raise
+    deadline = time.monotonic() + 180
+    while True:  # an earlier session's namespace may still be terminating
+        try:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+            break
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            if core.read_namespace(namespace).metadata.deletion_timestamp is None:
+                break
+        assert time.monotonic() < deadline, f"namespace {namespace} stayed terminating"
+        time.sleep(1)
     core.create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="hub"),
         string_data={f"hub.services.{GATEWAY_SERVICE}.apiToken": hub.gateway_token}))

@@ -476,6 +476,22 @@ def test_finish_the_deadline_outranks_a_failed_collection():
     assert not outcome.keep_volume
 
 
+def test_finish_the_deadline_outranks_a_failed_collection_after_the_pod_was_ready(monkeypatch):
+    """The pod turned Ready, then its deadline ended it before stage-out could read result.json
+    (seen once in CI): the volume has nothing either, and the user still reads the timeout."""
+    ended = h.pod(h.terminated_status(1, "Error", **DEADLINE))
+    run = finishing_run(transfer.CommandFailed("stage-out from pod p-collect failed (exit code 1): no usable result.json"),
+                        {"timeout_seconds": 5})
+
+    def collect(pod, component=None):
+        raise transfer.CommandFailed("stage-out from pod p failed (exit code 1): no usable result.json")
+    monkeypatch.setattr(run, "collect", collect)
+    monkeypatch.setattr(run, "_terminated_pod", lambda pod_name: ended if pod_name == "p" else None)
+    outcome = run.finish(Collect("p"))
+    assert outcome.message.startswith("timed out after 5 s; its outputs could not be collected: stage-out from pod p-collect")
+    assert not outcome.keep_volume
+
+
 def test_finish_deletes_nothing():
     """finish() only collects: the caller records the outcome, then cleans up."""
     run = make_run()
