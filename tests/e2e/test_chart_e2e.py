@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 from .conftest import ROOT, chart_values_for, helm, helmrender, hub_secret
-from .hub import GATEWAY_SERVICE
+from .hub import InstalledGateway
 
 pytestmark = pytest.mark.e2e
 RELEASE, NS = "jsk8s", "jhub-e2e"
@@ -81,21 +81,19 @@ def chart(kubeconfig, executor_image, gateway_image, hub, core):
         pass
 
 
-def gateway_url(core):
-    service = core.read_namespaced_service(GATEWAY, NS)
-    return f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/services/{GATEWAY_SERVICE}/"
+def installed_gateway(core):
+    return InstalledGateway(core, client.AppsV1Api(core.api_client), NS, GATEWAY)
 
 
 def gateway_pod(core):
-    pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=gateway").items
-    return next(p.metadata.name for p in pods if not p.metadata.deletion_timestamp)
+    return next(p.metadata.name for p in installed_gateway(core).pods() if not p.metadata.deletion_timestamp)
 
 
 @pytest.fixture(scope="module")
 def server(chart, core, executor_image, hub):
     for _ in range(50):  # the default ServiceAccount and the admission controller's cache settle
         try:
-            core.create_namespaced_pod(NS, server_pod(executor_image, gateway_url(core), hub.user_token(USER)))
+            core.create_namespaced_pod(NS, server_pod(executor_image, installed_gateway(core).url, hub.user_token(USER)))
             break
         except ApiException as e:
             if e.status != 403:
