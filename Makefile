@@ -19,12 +19,13 @@ cluster-down:
 cluster-status:
 	ci/cluster/status
 
-image:  ## build the executor and gateway images into docker-archive tarballs (prints their paths)
-	ci/image/build
-	ci/image/build gateway
+IMAGES = executor gateway user hub proxy
 
-load-image:  ## import the executor and gateway images into the local cluster's containerd
-	ci/cluster/load-image "$$(ci/image/build | tail -n 1)" "$$(ci/image/build gateway | tail -n 1)"
+image:  ## build the images into docker-archive tarballs (prints their paths)
+	for target in $(IMAGES); do ci/image/build $$target | tail -n 1 || exit 1; done
+
+load-image:  ## import the images into the local cluster's containerd
+	for target in $(IMAGES); do ci/cluster/load-image "$$(ci/image/build $$target | tail -n 1)" || exit 1; done
 
 # On a laptop with kind and Docker, `make dev-env` may use kind instead of ci/cluster.
 dev-env:

@@ -87,6 +87,15 @@ def executor_image():
 
 
 @pytest.fixture(scope="session")
+def z2jh_images():
+    """The images of the JupyterHub install (user server, hub, proxy), loaded like the others."""
+    from jupyter_scheduler_k8s import __version__
+    return {"user": os.environ.get("JSK8S_USER_IMAGE", f"localhost/jupyter-scheduler-k8s-user:{__version__}"),
+            "hub": os.environ.get("JSK8S_HUB_IMAGE", "localhost/jsk8s-z2jh-hub:4.4.0"),
+            "proxy": os.environ.get("JSK8S_PROXY_IMAGE", "localhost/jsk8s-z2jh-proxy:5.2.0")}
+
+
+@pytest.fixture(scope="session")
 def gateway_image():
     """The jobs gateway image loaded into the cluster (ci/test-all and `make load-image` load it)."""
     from jupyter_scheduler_k8s import __version__

@@ -21,9 +21,15 @@ STORAGE_DRIVER=${JSK8S_BUILDAH_DRIVER:-$(default_driver)}
 STORAGE_ROOT="$CACHE_DIR/buildah/$STORAGE_DRIVER/storage"
 STORAGE_RUNROOT="$CACHE_DIR/buildah/$STORAGE_DRIVER/run"
 
-BASE_IMAGE=localhost/jsk8s-base:bookworm
+BASE_IMAGE_NAME=localhost/jsk8s-base
 IMAGE_NAME=localhost/jupyter-scheduler-k8s-executor
 GATEWAY_IMAGE_NAME=localhost/jupyter-scheduler-k8s-gateway
+USER_IMAGE_NAME=localhost/jupyter-scheduler-k8s-user
+# Stand-ins for z2jh's published hub and proxy images (quay.io is out of reach here).
+HUB_IMAGE_NAME=localhost/jsk8s-z2jh-hub
+PROXY_IMAGE_NAME=localhost/jsk8s-z2jh-proxy
+Z2JH_VERSION=4.4.0
+CHP_VERSION=5.2.0   # z2jh 4.4.0's proxy.chp.image.tag
 
 # CA bundle that pip in the build must trust (the host's, which includes any
 # intercepting proxy's CA). Passed as a build secret only.
@@ -58,4 +64,37 @@ debian_mirror() {
       | grep . && return
   fi
   awk '$1=="deb" && $3=="bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null | grep .
+}
+
+# JupyterHub's chart (z2jh), vendored beside the workspace for tests: JSK8S_Z2JH_DIR, else
+# ../shared/vendor next to the checkout, else /work/shared/vendor.
+z2jh_dir() {
+  local d
+  for d in "${JSK8S_Z2JH_DIR:-}" "$REPO_DIR/../shared/vendor/z2jh-$Z2JH_VERSION" "/work/shared/vendor/z2jh-$Z2JH_VERSION"; do
+    [ -n "$d" ] && [ -f "$d/jupyterhub/Chart.yaml" ] && { (cd "$d" && pwd); return; }
+  done
+  die "z2jh $Z2JH_VERSION not found: set JSK8S_Z2JH_DIR to the folder holding jupyterhub/Chart.yaml"
+}
+
+# The version z2jh's hub image pins for a package (the user image's JupyterHub matches the hub's).
+z2jh_pin() {
+  sed -n "s/^$1==\([^ ]*\).*/\1/p" "$(z2jh_dir)/images/hub/requirements.txt" | grep . \
+    || die "$1 is not pinned in z2jh's hub requirements"
+}
+
+# configurable-http-proxy and its dependencies (plain JavaScript) from the npm registry, installed
+# once with this machine's npm and cached; the proxy image copies them onto Debian's Node.js.
+chp_modules() {
+  local dir="$CACHE_DIR/npm/configurable-http-proxy-$CHP_VERSION"
+  if [ ! -e "$dir/.jsk8s-complete" ]; then
+    command -v npm >/dev/null || die "missing npm (for configurable-http-proxy)"
+    log "proxy: npm install configurable-http-proxy@$CHP_VERSION"
+    rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+    (cd "$dir.tmp" && npm install --omit=dev --no-save --no-package-lock --ignore-scripts --no-audit --no-fund \
+       "configurable-http-proxy@$CHP_VERSION" >&2)
+    rm -f "$dir.tmp/node_modules/.package-lock.json"
+    touch "$dir.tmp/.jsk8s-complete"
+    rm -rf "$dir"; mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir/node_modules"
 }

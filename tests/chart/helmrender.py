@@ -7,6 +7,7 @@ import atexit
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -124,3 +125,11 @@ def server_config(objects):
     """The parsed jupyter_server_config.json of the chart's ConfigMap."""
     cm = one(objects, "ConfigMap")
     return json.loads(cm["data"]["jupyter_server_config.json"])
+
+
+def z2jh_values(text):
+    """The z2jh values block NOTES.txt (or the README) prints, parsed. The e2e install feeds the
+    same block, taken from `helm get notes`, to JupyterHub's chart."""
+    match = re.search(r"^hub:\n(?:(?:[ a-z].*)?\n)+?(?=\n?What each part does)", text, re.MULTILINE)
+    assert match, "no z2jh values block (hub: ... up to 'What each part does')"
+    return yaml.safe_load(match.group(0))

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from helmrender import (
-    CHART, CI_VALUES, NAMESPACE, RELEASE, ROOT, find, notes, one, render, render_error, server_config,
+    CHART, CI_VALUES, NAMESPACE, RELEASE, ROOT, find, notes, one, render, render_error, server_config, z2jh_values,
 )
 
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
@@ -476,13 +476,6 @@ def test_fullname_override_renames_everything():
 
 
 # --- NOTES.txt ---------------------------------------------------------------------------------
-
-def z2jh_values(text):
-    """The z2jh values block NOTES.txt (or the README) prints, parsed."""
-    match = re.search(r"^hub:\n(?:(?:[ a-z].*)?\n)+?(?=\n?What each part does)", text, re.MULTILINE)
-    assert match, "no z2jh values block (hub: ... up to 'What each part does')"
-    return yaml.safe_load(match.group(0))
-
 
 def test_notes_print_the_z2jh_values():
     values = z2jh_values(notes())

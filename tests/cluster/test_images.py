@@ -1,4 +1,4 @@
-"""The images users run hold nothing of the machine that built them: not its own CAs (the egress
+"""The images users run (and the hub and proxy stand-ins the JupyterHub install runs) hold nothing of the machine that built them: not its own CAs (the egress
 proxy's, which pip needed during the build and got only as a build secret), no host paths or
 proxy settings in the image config, no build secrets left in a layer."""
 import base64
@@ -17,13 +17,20 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 HOST_PATHS = (b"/work/", b"/var/cache/jupyter-scheduler-k8s", b"/var/lib/jupyter-scheduler-k8s", b"/usr/local/share/ca-certificates")
 
 
-def _executor_version():
-    text = (Path(__file__).resolve().parents[2] / "image" / "executor" / "pyproject.toml").read_text()
-    return re.search(r'^version = "(.*)"', text, re.M).group(1)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tag(target):
+    if target == "executor":
+        return re.search(r'^version = "(.*)"', (ROOT / "image" / "executor" / "pyproject.toml").read_text(), re.M)[1]
+    if target in ("hub", "proxy"):
+        name = {"hub": "Z2JH_VERSION", "proxy": "CHP_VERSION"}[target]
+        return re.search(rf"^{name}=(\S+)", (ROOT / "ci" / "image" / "env.sh").read_text(), re.M)[1]
+    return __version__
 
 
 def _tarball(target):
-    path = OUT / f"jupyter-scheduler-k8s-{target}-{_executor_version() if target == 'executor' else __version__}.tar"
+    path = OUT / f"jupyter-scheduler-k8s-{target}-{_tag(target)}.tar"
     if not path.is_file():
         if os.environ.get("CI"):
             pytest.fail(f"{path} was not built (ci/image/build {target})")
@@ -53,7 +60,7 @@ def _files(image: tarfile.TarFile):
                     yield layer, member.name, files.extractfile(member).read()
 
 
-@pytest.mark.parametrize("target", ["executor", "gateway"])
+@pytest.mark.parametrize("target", ["executor", "gateway", "user", "hub", "proxy"])
 def test_image_holds_nothing_of_this_machine(target):
     fingerprints = _local_ca_fingerprints()
     with tarfile.open(_tarball(target)) as image:
