@@ -13,6 +13,7 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from jupyter_scheduler.exceptions import InputUriError, SchedulerError
 from jupyter_scheduler.models import CreateJob, DescribeJob, JobFeature, Status
 from jupyter_scheduler.orm import Job
@@ -119,6 +120,15 @@ class K8sScheduler(Scheduler):
             job_id = job.job_id
             self.monitor.track(self._run_for(DescribeJob.from_orm(job), staging_paths))
         return job_id
+
+    def copy_input_folder(self, input_uri: str, nb_copy_to_path: str) -> list:
+        """Upstream's copy of the notebook's folder, minus Jupyter's own state when the folder holds
+        it. On JupyterHub the folder is often the home directory, which holds the staging area: the
+        copy would recurse into its own destination until the path is too long. It also holds the
+        scheduler's database and the runtime files with the server's tokens, which no job needs."""
+        return package_folder(os.path.dirname(os.path.join(self.root_dir, input_uri)),
+                              os.path.dirname(nb_copy_to_path),
+                              skip=(self.staging_path, jupyter_data_dir(), jupyter_runtime_dir()))
 
     def _run_for(self, model: DescribeJob, staging_paths) -> JobRun:
         job = NotebookJob.from_staging_paths(model.job_id, staging_paths, model)
@@ -274,3 +284,16 @@ class K8sScheduler(Scheduler):
         self._recovery_stop.set()
         self.monitor.stop()
         self._requests.shutdown(wait=False, cancel_futures=True)
+
+
+def package_folder(source_dir: str, staging_dir: str, skip=()) -> list:
+    """Copies source_dir's content into staging_dir, leaving out the paths in `skip` (and whatever
+    they hold). Returns the copied files' paths relative to staging_dir."""
+    skipped = {os.path.realpath(path) for path in skip}
+
+    def ignore(directory, entries):
+        return [e for e in entries if os.path.realpath(os.path.join(directory, e)) in skipped]
+
+    shutil.copytree(source_dir, staging_dir, ignore=ignore, dirs_exist_ok=True)
+    return sorted(os.path.relpath(os.path.join(d, f), staging_dir)
+                  for d, _, files in os.walk(staging_dir) for f in files)

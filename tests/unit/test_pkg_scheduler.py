@@ -113,3 +113,24 @@ def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
     release.set()
     assert deleted.wait(10)
     assert run.collected == ["monitor"]
+
+
+def test_packaging_a_home_folder_leaves_out_jupyters_own_state(tmp_path):
+    """On JupyterHub the notebook's folder is often the home directory, which holds the staging
+    area (a plain copy recursed into its own destination until 'File name too long'), the
+    scheduler's database and the runtime files with the server's tokens."""
+    from jupyter_scheduler_k8s.scheduler import package_folder
+    home = tmp_path / "home"
+    data = home / ".local" / "share" / "jupyter"
+    staging = data / "scheduler_staging_area" / "job-1"
+    for path, text in [(home / "report.ipynb", "{}"), (home / "data" / "in.csv", "a,b"),
+                       (home / ".config" / "tool.toml", "x=1"), (data / "scheduler.sqlite", "db"),
+                       (data / "runtime" / "jpserver-1.json", "token")]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    staging.mkdir(parents=True)
+    copied = package_folder(str(home), str(staging), skip=(str(data / "scheduler_staging_area"), str(data),
+                                                             str(data / "runtime")))
+    assert copied == [".config/tool.toml", "data/in.csv", "report.ipynb"]
+    assert (staging / "data" / "in.csv").read_text() == "a,b"
+    assert not (staging / ".local" / "share" / "jupyter").exists()

@@ -1,0 +1,146 @@
+"""The product as an operator installs it with JupyterHub: z2jh's own chart (KubeSpawner, the
+configurable-http-proxy, its Secrets and NetworkPolicies) plus ours, with the values our NOTES
+print, used verbatim. Two users log in, start their servers, and drive jupyter-scheduler's REST
+API through the hub's proxy with their own tokens. Nothing here holds Kubernetes credentials but
+the fixtures: the user servers reach the jobs gateway through the proxy, and the gateway acts
+under the chart's ServiceAccount."""
+import re
+import textwrap
+
+import nbformat
+import pytest
+import yaml
+from kubernetes.stream import stream
+
+from .conftest import leftovers
+from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall
+
+pytestmark = pytest.mark.e2e
+SCOPE = "access:services!service=jobs-gateway"
+
+
+def notebook(*sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+@pytest.fixture(scope="module")
+def jupyterhub(kubeconfig, core, executor_image, gateway_image, z2jh_images, tmp_path_factory):
+    install = Z2jhInstall(kubeconfig, core, tmp_path_factory.mktemp("z2jh"), z2jh_images)
+    executor, executor_tag = executor_image.rsplit(":", 1)
+    gateway, gateway_tag = gateway_image.rsplit(":", 1)
+    try:
+        # README step 1, with this cluster's images (loaded, never pulled) and a smaller CPU request.
+        install.install(["--set", f"gateway.image.name={gateway}", "--set", f"gateway.image.tag={gateway_tag}",
+                         "--set", "gateway.image.pullPolicy=Never",
+                         "--set", f"executor.image.name={executor}", "--set", f"executor.image.tag={executor_tag}",
+                         "--set", "executor.image.pullPolicy=Never", "--set", "gateway.resources.requests.cpu=50m"])
+        yield install
+    finally:
+        install.uninstall()
+
+
+@pytest.fixture(scope="module")
+def users(jupyterhub):
+    """alice and bob, logged in, with their servers started through KubeSpawner."""
+    logged_in = {name: jupyterhub.login(name) for name in ("alice", "bob")}
+    for user in logged_in.values():
+        user.start_server()
+    return logged_in
+
+
+def test_the_values_our_notes_print_are_the_readmes(jupyterhub):
+    """The block the hub was upgraded with (from `helm get notes`) is the README's, for these names."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "singleuser:" in b]
+    assert [yaml.safe_load(b) for b in blocks] == [jupyterhub.notes_values]
+    assert "NOTE: no JupyterHub hub Service" not in jupyterhub.notes, "step 1 is done after z2jh is installed"
+
+
+def test_two_users_run_jobs_through_the_proxy(users, core, batch):
+    for name, user in users.items():
+        user.put_notebook("report.ipynb", notebook(
+            f"open('by-{name}.txt', 'w').write('{name} was here')\nprint('hello from', '{name}')"))
+    jobs = {name: user.create_job("report.ipynb", output_formats=["ipynb", "html"], package_input_folder=True)
+            for name, user in users.items()}
+    for name, user in users.items():
+        job = user.wait(jobs[name])
+        assert job["status"] == "COMPLETED", job["status_message"]
+        files = user.download(jobs[name])
+        html = next(v for k, v in files.items() if k.endswith(".html"))
+        ipynb = next(v for k, v in files.items() if k.endswith(".ipynb") and k != "report.ipynb")
+        log = next(v for k, v in files.items() if k.endswith(".log"))
+        assert f"hello from {name}".encode() in html and f"hello from {name}".encode() in log
+        assert nbformat.reads(ipynb.decode(), as_version=4).cells[0].outputs[0]["text"] == f"hello from {name}\n"
+        assert files[f"by-{name}.txt"] == f"{name} was here".encode()
+    assert leftovers(core, batch, JOBS_NS) == []
+
+
+def test_one_users_token_gets_nothing_of_anothers(users, core, batch):
+    alice, bob = users["alice"], users["bob"]
+    bob.put_notebook("nap.ipynb", notebook("import time; time.sleep(600)"))
+    job_id = bob.create_job("nap.ipynb")
+    bob.wait(job_id, until=("IN_PROGRESS",) + ("COMPLETED", "FAILED", "STOPPED"))
+    gateway = f"/services/jobs-gateway/api/v1/jobs/{job_id}"
+    for method, path in [("GET", gateway), ("DELETE", gateway), ("POST", f"{gateway}/stop"),
+                         ("GET", f"{gateway}/volume"), ("GET", f"{gateway}/warning")]:
+        answer = alice.call(method, path)
+        assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
+    # Bob's server itself refuses Alice's token.
+    assert bob.server("GET", f"/scheduler/jobs/{job_id}", token=alice.token).status_code == 403
+    assert bob.job(job_id)["status"] == "IN_PROGRESS"
+    bob.stop_job(job_id)
+    assert bob.wait(job_id, timeout=120)["status"] == "STOPPED"
+    bob.delete_job(job_id)
+    assert job_id not in [j["job_id"] for j in bob.jobs()]
+    assert leftovers(core, batch, JOBS_NS) == []
+
+
+def test_a_restarted_server_finds_its_job_finished(users, core, batch):
+    alice = users["alice"]
+    alice.put_notebook("slow.ipynb", notebook("import time; time.sleep(20)", "print('slept')"))
+    job_id = alice.create_job("slow.ipynb", output_formats=["ipynb", "html"])
+    alice.wait(job_id, until=("IN_PROGRESS",) + ("COMPLETED", "FAILED", "STOPPED"))
+    alice.stop_server()
+    alice.start_server()
+    job = alice.wait(job_id)
+    assert job["status"] == "COMPLETED", job["status_message"]
+    files = alice.download(job_id)
+    assert b"slept" in next(v for k, v in files.items() if k.endswith(".html"))
+    assert leftovers(core, batch, JOBS_NS) == []
+
+
+def test_a_failing_notebook_shows_its_cell_error(users):
+    bob = users["bob"]
+    bob.put_notebook("broken.ipynb", notebook("x = 1", "1 / 0"))
+    job = bob.wait(bob.create_job("broken.ipynb"))
+    assert job["status"] == "FAILED"
+    assert "ZeroDivisionError" in job["status_message"], job["status_message"]
+    listed = next(j for j in bob.jobs() if j["job_id"] == job["job_id"])
+    assert "ZeroDivisionError" in listed["status_message"]
+
+
+def test_user_servers_hold_no_kubernetes_credentials(users, core):
+    pod = core.read_namespaced_pod(users["alice"].pod, NAMESPACE)
+    assert pod.spec.automount_service_account_token is False or not any(
+        m.mount_path.startswith("/var/run/secrets/kubernetes.io") for c in pod.spec.containers
+        for m in (c.volume_mounts or []))
+    probe = ("import ssl, urllib.request, urllib.error, os\n"
+             "print('token' if os.path.exists('/var/run/secrets/kubernetes.io/serviceaccount/token') else 'no token')\n"
+             "try:\n"
+             "    urllib.request.urlopen('https://kubernetes.default.svc/api/v1/namespaces/%s/secrets',"
+             " context=ssl._create_unverified_context(), timeout=10)\n"
+             "    print('listed')\n"
+             "except urllib.error.HTTPError as e:\n"
+             "    print('status', e.code)\n"
+             "except OSError as e:\n"
+             "    print('unreachable', e)\n" % NAMESPACE)
+    ws = stream(core.connect_get_namespaced_pod_exec, users["alice"].pod, NAMESPACE, container="notebook",
+                command=["python3", "-c", probe], stdin=False, stdout=True, stderr=True, tty=False,
+                _preload_content=False)
+    ws.run_forever(timeout=60)
+    out = ws.read_channel(1) + ws.read_channel(2)
+    assert "no token" in out, out
+    assert "listed" not in out and ("status 401" in out or "status 403" in out or "unreachable" in out), out
