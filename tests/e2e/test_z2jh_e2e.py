@@ -6,11 +6,14 @@ the fixtures: the user servers reach the jobs gateway through the proxy, and the
 under the chart's ServiceAccount."""
 import re
 import textwrap
+import time
 
 import nbformat
 import pytest
 import yaml
 from kubernetes.stream import stream
+
+from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers
 from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall
@@ -59,6 +62,16 @@ def test_the_values_our_notes_print_are_the_readmes(jupyterhub):
     assert "NOTE: no JupyterHub hub Service" not in jupyterhub.notes, "step 1 is done after z2jh is installed"
 
 
+def _job_objects(batch, job_id, timeout=60):
+    """The Kubernetes Jobs of a job, once there is one."""
+    deadline = time.monotonic() + timeout
+    while not (found := batch.list_namespaced_job(JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={job_id}").items):
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.5)
+    return found
+
+
 def test_two_users_run_jobs_through_the_proxy(users, core, batch):
     for name, user in users.items():
         user.put_notebook("report.ipynb", notebook(
@@ -75,6 +88,9 @@ def test_two_users_run_jobs_through_the_proxy(users, core, batch):
         assert f"hello from {name}".encode() in html and f"hello from {name}".encode() in log
         assert nbformat.reads(ipynb.decode(), as_version=4).cells[0].outputs[0]["text"] == f"hello from {name}\n"
         assert files[f"by-{name}.txt"] == f"{name} was here".encode()
+        # A finished job deletes from the list.
+        user.delete_job(jobs[name])
+        assert jobs[name] not in [j["job_id"] for j in user.jobs()]
     assert leftovers(core, batch, JOBS_NS) == []
 
 
@@ -82,7 +98,7 @@ def test_one_users_token_gets_nothing_of_anothers(users, core, batch):
     alice, bob = users["alice"], users["bob"]
     bob.put_notebook("nap.ipynb", notebook("import time; time.sleep(600)"))
     job_id = bob.create_job("nap.ipynb")
-    bob.wait(job_id, until=("IN_PROGRESS",) + ("COMPLETED", "FAILED", "STOPPED"))
+    assert _job_objects(batch, job_id), "Bob's job has its Kubernetes Job before Alice tries it"
     gateway = f"/services/jobs-gateway/api/v1/jobs/{job_id}"
     for method, path in [("GET", gateway), ("DELETE", gateway), ("POST", f"{gateway}/stop"),
                          ("GET", f"{gateway}/volume"), ("GET", f"{gateway}/warning")]:
@@ -102,8 +118,10 @@ def test_a_restarted_server_finds_its_job_finished(users, core, batch):
     alice = users["alice"]
     alice.put_notebook("slow.ipynb", notebook("import time; time.sleep(20)", "print('slept')"))
     job_id = alice.create_job("slow.ipynb", output_formats=["ipynb", "html"])
-    alice.wait(job_id, until=("IN_PROGRESS",) + ("COMPLETED", "FAILED", "STOPPED"))
     alice.stop_server()
+    # The server is gone and its job still runs: nobody watches it until the server is back.
+    running = _job_objects(batch, job_id)
+    assert len(running) == 1 and not running[0].status.succeeded and not running[0].status.failed
     alice.start_server()
     job = alice.wait(job_id)
     assert job["status"] == "COMPLETED", job["status_message"]
@@ -143,4 +161,6 @@ def test_user_servers_hold_no_kubernetes_credentials(users, core):
     ws.run_forever(timeout=60)
     out = ws.read_channel(1) + ws.read_channel(2)
     assert "no token" in out, out
-    assert "listed" not in out and ("status 401" in out or "status 403" in out or "unreachable" in out), out
+    # The API server answers (NetworkPolicies are not enforced by this cluster's bridge CNI), but
+    # refuses a request without credentials.
+    assert re.search(r"^status 40[13]$", out, re.M), out
