@@ -4,6 +4,7 @@ print, used verbatim. Two users log in, start their servers, and drive jupyter-s
 API through the hub's proxy with their own tokens. Nothing here holds Kubernetes credentials but
 the fixtures: the user servers reach the jobs gateway through the proxy, and the gateway acts
 under the chart's ServiceAccount."""
+import ipaddress
 import re
 import textwrap
 import time
@@ -11,6 +12,7 @@ import time
 import nbformat
 import pytest
 import yaml
+from kubernetes import client
 from kubernetes.stream import stream
 
 from jupyter_scheduler_k8s import names
@@ -72,6 +74,14 @@ def _job_objects(batch, job_id, timeout=60):
     return found
 
 
+def _job_pod(core, job_id, timeout=120) -> str:
+    deadline = time.monotonic() + timeout
+    while not (pods := core.list_namespaced_pod(JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={job_id}").items):
+        assert time.monotonic() < deadline, f"no pod for job {job_id}"
+        time.sleep(0.5)
+    return pods[0].metadata.name
+
+
 def test_two_users_run_jobs_through_the_proxy(users, core, batch):
     for name, user in users.items():
         user.put_notebook("report.ipynb", notebook(
@@ -99,10 +109,17 @@ def test_one_users_token_gets_nothing_of_anothers(users, core, batch):
     bob.put_notebook("nap.ipynb", notebook("import time; time.sleep(600)"))
     job_id = bob.create_job("nap.ipynb")
     assert _job_objects(batch, job_id), "Bob's job has its Kubernetes Job before Alice tries it"
-    gateway = f"/services/jobs-gateway/api/v1/jobs/{job_id}"
-    for method, path in [("GET", gateway), ("DELETE", gateway), ("POST", f"{gateway}/stop"),
-                         ("GET", f"{gateway}/volume"), ("GET", f"{gateway}/warning")]:
-        answer = alice.call(method, path)
+    pod = _job_pod(core, job_id)
+    job = f"/services/jobs-gateway/api/v1/jobs/{job_id}"
+    # Alice's token, through the proxy, on every gateway endpoint that names Bob's job or pod.
+    for method, path, body in [
+            ("GET", job, None), ("PUT", job, {"job": {"input_file": "x.ipynb", "outputs": {}}}),
+            ("DELETE", job, None), ("GET", f"{job}/volume", None), ("GET", f"{job}/warning", None),
+            ("POST", f"{job}/stop", None), ("POST", f"{job}/collector", {}), ("DELETE", f"{job}/collector", None),
+            ("PUT", f"{job}/pods/{pod}/input", b"x" * 1024), ("GET", f"{job}/pods/{pod}/output", None),
+            ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]:
+        answer = alice.call(method, path, body=body if isinstance(body, dict) else None,
+                            raw=body if isinstance(body, bytes) else None)
         assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
     # Bob's server itself refuses Alice's token.
     assert bob.server("GET", f"/scheduler/jobs/{job_id}", token=alice.token).status_code == 403
@@ -161,6 +178,35 @@ def test_user_servers_hold_no_kubernetes_credentials(users, core):
     ws.run_forever(timeout=60)
     out = ws.read_channel(1) + ws.read_channel(2)
     assert "no token" in out, out
-    # The API server answers (NetworkPolicies are not enforced by this cluster's bridge CNI), but
-    # refuses a request without credentials.
+    # The API server answers (this cluster's bridge CNI does not enforce NetworkPolicies), but
+    # refuses a request without credentials ...
     assert re.search(r"^status 40[13]$", out, re.M), out
+    # ... and where they are enforced, z2jh's user-server policy, with our values in it, lets no
+    # packet through to the API server's address and port.
+    policy = client.NetworkingV1Api(core.api_client).read_namespaced_network_policy("singleuser", NAMESPACE)
+    assert policy.spec.pod_selector.match_labels.items() <= pod.metadata.labels.items()
+    slices = client.DiscoveryV1Api(core.api_client).list_namespaced_endpoint_slice(
+        "default", label_selector="kubernetes.io/service-name=kubernetes").items
+    targets = [(address, port.port) for s in slices for e in s.endpoints for address in e.addresses
+               for port in s.ports]
+    assert targets
+    for address, port in targets:
+        assert not egress_allows(policy, address, port), (address, port, policy.spec.egress)
+
+
+def egress_allows(policy, address: str, port: int) -> bool:
+    """Whether a NetworkPolicy's egress rules let a pod it selects reach address:port (TCP), for
+    an address outside the cluster's pods (so that only ipBlock peers, or no peers, can match)."""
+    ip = ipaddress.ip_address(address)
+
+    def peer_matches(peer):
+        block = peer.ip_block
+        return block is not None and ip in ipaddress.ip_network(block.cidr) and not any(
+            ip in ipaddress.ip_network(e) for e in block._except or [])
+
+    for rule in policy.spec.egress or []:
+        ports_ok = not rule.ports or any(p.port in (None, port) and (p.protocol or "TCP") == "TCP"
+                                         for p in rule.ports)
+        if ports_ok and (not rule.to or any(peer_matches(peer) for peer in rule.to)):
+            return True
+    return False
