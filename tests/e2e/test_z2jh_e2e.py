@@ -13,7 +13,6 @@ import nbformat
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.stream import stream
 
 from jupyter_scheduler_k8s import names
 
@@ -157,6 +156,13 @@ def test_a_failing_notebook_shows_its_cell_error(users):
     assert "ZeroDivisionError" in listed["status_message"]
 
 
+def test_doctor_in_a_user_server(users):
+    """README step 3: `jupyter-scheduler-k8s doctor` from a terminal in a user's server."""
+    code, out = users["bob"].exec(["jupyter-scheduler-k8s", "doctor"])
+    assert code == 0, out
+    assert "as user bob" in out and "ready" in out, out
+
+
 def test_user_servers_hold_no_kubernetes_credentials(users, core):
     pod = core.read_namespaced_pod(users["alice"].pod, NAMESPACE)
     assert pod.spec.automount_service_account_token is False or not any(
@@ -172,11 +178,7 @@ def test_user_servers_hold_no_kubernetes_credentials(users, core):
              "    print('status', e.code)\n"
              "except OSError as e:\n"
              "    print('unreachable', e)\n" % NAMESPACE)
-    ws = stream(core.connect_get_namespaced_pod_exec, users["alice"].pod, NAMESPACE, container="notebook",
-                command=["python3", "-c", probe], stdin=False, stdout=True, stderr=True, tty=False,
-                _preload_content=False)
-    ws.run_forever(timeout=60)
-    out = ws.read_channel(1) + ws.read_channel(2)
+    _, out = users["alice"].exec(["python3", "-c", probe])
     assert "no token" in out, out
     # The API server answers (this cluster's bridge CNI does not enforce NetworkPolicies), but
     # refuses a request without credentials ...

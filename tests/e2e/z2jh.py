@@ -192,6 +192,14 @@ class HubUser:
     def pod(self) -> str:
         return f"jupyter-{self.name}"
 
+    def exec(self, command: list, timeout: float = 120):
+        """(exit code, output) of a command in the user's server container, as from its terminal."""
+        from kubernetes.stream import stream
+        ws = stream(self.hub.core.connect_get_namespaced_pod_exec, self.pod, NAMESPACE, container="notebook",
+                    command=command, stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
+        ws.run_forever(timeout=timeout)
+        return ws.returncode, ws.read_channel(1) + ws.read_channel(2)
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return self.hub.core.read_namespaced_pod_log(self.pod, NAMESPACE, tail_lines=lines)
