@@ -99,6 +99,16 @@ def call(url: str, method: str = "GET", token: str = None, body=None, headers=No
     return response.status if hasattr(response, "status") else response.code, parsed, response.headers
 
 
+def job_endpoints(job: str, pod: str) -> list:
+    """(method, url, body) of every gateway endpoint that names one job (its URL, `job`) or its pod:
+    what another user's token must get a 404 from."""
+    return [("GET", job, None), ("PUT", job, {"job": {"input_file": "x.ipynb", "outputs": {}}}),
+            ("DELETE", job, None), ("GET", f"{job}/volume", None), ("GET", f"{job}/warning", None),
+            ("POST", f"{job}/stop", None), ("POST", f"{job}/collector", {}), ("DELETE", f"{job}/collector", None),
+            ("PUT", f"{job}/pods/{pod}/input", b"x" * 1024), ("GET", f"{job}/pods/{pod}/output", None),
+            ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]
+
+
 class Hub(ManagedProcess):
     """JupyterHub on `ip` (the node's address: pods reach it there). start() again after stop()
     brings the same hub back, with its users and tokens, on the same port."""

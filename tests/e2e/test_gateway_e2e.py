@@ -17,7 +17,7 @@ from kubernetes import client
 from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers, upgrade_chart, write_notebook
-from .hub import call
+from .hub import call, job_endpoints
 
 pytestmark = pytest.mark.e2e
 NO_CREDENTIALS = "/nonexistent/kubeconfig"  # hub mode must not need any
@@ -103,12 +103,7 @@ def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
     api, job = gateway.api, f"{gateway.api}jobs/{job_id}"
 
     # Alice's token, on every endpoint that names Bob's job or pod.
-    for method, url, body in [
-            ("GET", job, None), ("PUT", job, {"job": {"input_file": "x.ipynb", "outputs": {}}}),
-            ("DELETE", job, None), ("GET", f"{job}/volume", None), ("GET", f"{job}/warning", None),
-            ("POST", f"{job}/stop", None), ("POST", f"{job}/collector", {}), ("DELETE", f"{job}/collector", None),
-            ("PUT", f"{job}/pods/{pod}/input", b"x" * 1024), ("GET", f"{job}/pods/{pod}/output", None),
-            ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]:
+    for method, url, body in job_endpoints(job, pod):
         status, answer, _ = call(url, method, alice.hub_token, body)
         assert status == 404, (method, url, status, answer)
     assert _listed_pods(f"{api}pods?job_id={job_id}", alice.hub_token) == []

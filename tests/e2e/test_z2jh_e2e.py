@@ -17,10 +17,10 @@ from kubernetes import client
 from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers
+from .hub import call, job_endpoints
 from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall
 
 pytestmark = pytest.mark.e2e
-SCOPE = "access:services!service=jobs-gateway"
 
 
 def notebook(*sources):
@@ -109,17 +109,11 @@ def test_one_users_token_gets_nothing_of_anothers(users, core, batch):
     job_id = bob.create_job("nap.ipynb")
     assert _job_objects(batch, job_id), "Bob's job has its Kubernetes Job before Alice tries it"
     pod = _job_pod(core, job_id)
-    job = f"/services/jobs-gateway/api/v1/jobs/{job_id}"
+    job = f"{alice.hub.url}/services/jobs-gateway/api/v1/jobs/{job_id}"
     # Alice's token, through the proxy, on every gateway endpoint that names Bob's job or pod.
-    for method, path, body in [
-            ("GET", job, None), ("PUT", job, {"job": {"input_file": "x.ipynb", "outputs": {}}}),
-            ("DELETE", job, None), ("GET", f"{job}/volume", None), ("GET", f"{job}/warning", None),
-            ("POST", f"{job}/stop", None), ("POST", f"{job}/collector", {}), ("DELETE", f"{job}/collector", None),
-            ("PUT", f"{job}/pods/{pod}/input", b"x" * 1024), ("GET", f"{job}/pods/{pod}/output", None),
-            ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]:
-        answer = alice.call(method, path, body=body if isinstance(body, dict) else None,
-                            raw=body if isinstance(body, bytes) else None)
-        assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
+    for method, url, body in job_endpoints(job, pod):
+        status, answer, _ = call(url, method, alice.token, body)
+        assert status == 404, (method, url, status, answer)
     # Bob's server itself refuses Alice's token.
     assert bob.server("GET", f"/scheduler/jobs/{job_id}", token=alice.token).status_code == 403
     assert bob.job(job_id)["status"] == "IN_PROGRESS"

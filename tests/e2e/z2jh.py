@@ -155,10 +155,10 @@ class HubUser:
         self.token = answer.json()["token"]
         return self
 
-    def call(self, method: str, path: str, body=None, token=None, raw=None, timeout=60):
+    def call(self, method: str, path: str, body=None, token=None, timeout=60):
         """A request to the hub's public address (`path` starts with /) with this user's token."""
         headers = {"Authorization": f"token {token or self.token}"}
-        return requests.request(method, self.hub.url + path, json=body, data=raw, headers=headers, timeout=timeout)
+        return requests.request(method, self.hub.url + path, json=body, headers=headers, timeout=timeout)
 
     # ---- the user's server, through the hub's REST API -------------------------------------------
     def server_state(self) -> dict:
