@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.overhead import staged  # noqa: E402
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
 from tests.e2e.test_z2jh_e2e import notebook  # noqa: E402
-from tests.e2e.z2jh import Z2jhInstall  # noqa: E402
+from tests.conftest import loaded_images  # noqa: E402
+from tests.e2e.z2jh import Z2jhInstall, our_values  # noqa: E402
 
 
 def completed(user, job_id, timeout=300):
@@ -39,27 +40,16 @@ def main():
     from jupyter_scheduler.executors import DefaultExecutionManager
     from kubernetes import client, config
 
-    from jupyter_scheduler_k8s import __version__
-
     kubeconfig = os.environ.setdefault("KUBECONFIG", "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig")
     config.load_kube_config(kubeconfig)
     core = client.CoreV1Api()
-    images = {"user": os.environ.get("JSK8S_USER_IMAGE", f"localhost/jupyter-scheduler-k8s-user:{__version__}"),
-              "hub": os.environ.get("JSK8S_HUB_IMAGE", "localhost/jsk8s-z2jh-hub:4.4.0"),
-              "proxy": os.environ.get("JSK8S_PROXY_IMAGE", "localhost/jsk8s-z2jh-proxy:5.2.0")}
-    executor = os.environ.get("JSK8S_EXECUTOR_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
-    gateway = os.environ.get("JSK8S_GATEWAY_IMAGE", f"localhost/jupyter-scheduler-k8s-gateway:{__version__}")
+    images = loaded_images()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         install = Z2jhInstall(kubeconfig, core, tmp, images)
         try:
             started = time.monotonic()
-            install.install(["--set", f"gateway.image.name={gateway.rsplit(':', 1)[0]}",
-                             "--set", f"gateway.image.tag={gateway.rsplit(':', 1)[1]}",
-                             "--set", "gateway.image.pullPolicy=Never",
-                             "--set", f"executor.image.name={executor.rsplit(':', 1)[0]}",
-                             "--set", f"executor.image.tag={executor.rsplit(':', 1)[1]}",
-                             "--set", "executor.image.pullPolicy=Never"])
+            install.install(our_values(images["executor"], images["gateway"]))
             user = install.login("bench").start_server()
             print(f"z2jh + jupyter-scheduler-k8s installed and a server started in {time.monotonic() - started:.0f}s")
             user.put_notebook("one.ipynb", notebook("1 + 1"))

@@ -79,24 +79,29 @@ def busybox_image():
     return os.environ.get("JSK8S_BUSYBOX_IMAGE", "localhost/jsk8s-busybox:1.35")
 
 
+def loaded_images() -> dict:
+    """The images ci/test-all and `make load-image` load into the cluster, by target
+    ($JSK8S_<TARGET>_IMAGE, else the names and tags ci/image/build gives them)."""
+    from jupyter_scheduler_k8s import __version__
+    defaults = {"executor": f"localhost/jupyter-scheduler-k8s-executor:{__version__}",
+                "gateway": f"localhost/jupyter-scheduler-k8s-gateway:{__version__}",
+                "user": f"localhost/jupyter-scheduler-k8s-user:{__version__}",
+                "hub": "localhost/jsk8s-z2jh-hub:4.4.0",
+                "proxy": "localhost/jsk8s-z2jh-proxy:5.2.0"}
+    return {target: os.environ.get(f"JSK8S_{target.upper()}_IMAGE", name) for target, name in defaults.items()}
+
+
 @pytest.fixture(scope="session")
 def executor_image():
-    """The executor image loaded into the cluster (ci/test-all and `make load-image` load it)."""
-    from jupyter_scheduler_k8s import __version__
-    return os.environ.get("JSK8S_EXECUTOR_IMAGE", f"localhost/jupyter-scheduler-k8s-executor:{__version__}")
-
-
-@pytest.fixture(scope="session")
-def z2jh_images():
-    """The images of the JupyterHub install (user server, hub, proxy), loaded like the others."""
-    from jupyter_scheduler_k8s import __version__
-    return {"user": os.environ.get("JSK8S_USER_IMAGE", f"localhost/jupyter-scheduler-k8s-user:{__version__}"),
-            "hub": os.environ.get("JSK8S_HUB_IMAGE", "localhost/jsk8s-z2jh-hub:4.4.0"),
-            "proxy": os.environ.get("JSK8S_PROXY_IMAGE", "localhost/jsk8s-z2jh-proxy:5.2.0")}
+    return loaded_images()["executor"]
 
 
 @pytest.fixture(scope="session")
 def gateway_image():
-    """The jobs gateway image loaded into the cluster (ci/test-all and `make load-image` load it)."""
-    from jupyter_scheduler_k8s import __version__
-    return os.environ.get("JSK8S_GATEWAY_IMAGE", f"localhost/jupyter-scheduler-k8s-gateway:{__version__}")
+    return loaded_images()["gateway"]
+
+
+@pytest.fixture(scope="session")
+def z2jh_images():
+    """The images of the JupyterHub install: user server, hub, proxy."""
+    return {target: name for target, name in loaded_images().items() if target in ("user", "hub", "proxy")}

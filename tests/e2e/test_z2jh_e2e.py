@@ -18,7 +18,7 @@ from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers
 from .hub import call, job_endpoints
-from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall
+from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall, our_values
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +33,8 @@ def notebook(*sources):
 @pytest.fixture(scope="module")
 def jupyterhub(kubeconfig, core, executor_image, gateway_image, z2jh_images, tmp_path_factory):
     install = Z2jhInstall(kubeconfig, core, tmp_path_factory.mktemp("z2jh"), z2jh_images)
-    executor, executor_tag = executor_image.rsplit(":", 1)
-    gateway, gateway_tag = gateway_image.rsplit(":", 1)
     try:
-        # README step 1, with this cluster's images (loaded, never pulled) and a smaller CPU request.
-        install.install(["--set", f"gateway.image.name={gateway}", "--set", f"gateway.image.tag={gateway_tag}",
-                         "--set", "gateway.image.pullPolicy=Never",
-                         "--set", f"executor.image.name={executor}", "--set", f"executor.image.tag={executor_tag}",
-                         "--set", "executor.image.pullPolicy=Never", "--set", "gateway.resources.requests.cpu=50m"])
+        install.install(our_values(executor_image, gateway_image))
         yield install
     finally:
         install.uninstall()

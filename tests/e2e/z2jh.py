@@ -50,6 +50,17 @@ def _image(name_tag):
     return {"name": name, "tag": tag, "pullPolicy": "Never"}
 
 
+def our_values(executor_image: str, gateway_image: str) -> list:
+    """README step 1's flags, with this cluster's images (loaded, never pulled) and a smaller CPU
+    request for the gateway."""
+    flags = ["--set", "gateway.resources.requests.cpu=50m"]
+    for part, image in (("executor", executor_image), ("gateway", gateway_image)):
+        name, tag = image.rsplit(":", 1)
+        flags += ["--set", f"{part}.image.name={name}", "--set", f"{part}.image.tag={tag}",
+                  "--set", f"{part}.image.pullPolicy=Never"]
+    return flags
+
+
 def site_values(images: dict, password: str) -> dict:
     """What the operator's z2jh release holds before our chart: this cluster's settings only."""
     return {
