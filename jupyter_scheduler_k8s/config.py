@@ -6,7 +6,7 @@ The seed's K8S_* environment variables still work, as fallbacks below configured
 """
 import os
 
-from traitlets import Dict, Int, List, Unicode, default, validate
+from traitlets import Dict, Enum, Int, List, Unicode, default, validate
 from traitlets.config import Application, Config, LoggingConfigurable
 
 from . import __version__
@@ -183,6 +183,28 @@ class K8sConfig(LoggingConfigurable):
     run_log_limit = Int(4 * 1024 ** 2, config=True, help="""
         Largest size, in bytes, of a job's run log (the notebook's printed output and the
         executor's messages). Longer logs keep their end, where a failure's traceback is.""")
+
+    schedule_concurrency_policy = Enum(["Forbid", "Allow", "Replace"], "Forbid", config=True, help="""
+        concurrencyPolicy of a job definition's CronJob: what happens when a run is due while the
+        previous one still runs. Forbid skips the new run; Replace stops the old one.""")
+
+    schedule_starting_deadline_seconds = Int(300, config=True, help="""
+        startingDeadlineSeconds of a job definition's CronJob: a run that could not start within
+        this many seconds of its time (the controller was down, or the previous run still ran
+        under Forbid) is skipped. Also keeps the controller from giving up on a CronJob after
+        more than 100 missed start times.""")
+
+    schedule_runs_kept = Int(20, config=True, help="""
+        Runs of a job definition kept on its volume (and as finished Jobs) until the user's server
+        imports them into the job list; older ones are deleted. Bounds what a definition keeps
+        while its server is culled.""")
+
+    schedule_run_max_age_seconds = Int(7 * 24 * 3600, config=True, help="""
+        Runs of a job definition not imported within this many seconds are deleted, with their Jobs.""")
+
+    schedule_import_interval_seconds = Int(30, config=True, help="""
+        How often the user's server looks for finished runs of its job definitions to import
+        (and once at start-up).""")
 
     node_selector = Dict(config=True, help="nodeSelector of every job pod (a profile's adds to it).")
     tolerations = List(config=True, help="Tolerations of every job pod (a profile's add to them).")

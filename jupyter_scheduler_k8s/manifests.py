@@ -7,8 +7,8 @@ import json
 from typing import Dict, List, Optional
 
 from kubernetes.client import (
-    V1Capabilities, V1Container, V1EnvVar, V1EnvVarSource, V1ExecAction, V1Job, V1JobSpec,
-    V1ObjectMeta, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec,
+    V1Capabilities, V1Container, V1CronJob, V1CronJobSpec, V1EnvVar, V1EnvVarSource, V1ExecAction, V1Job,
+    V1JobSpec, V1JobTemplateSpec, V1ObjectFieldSelector, V1ObjectMeta, V1OwnerReference, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec,
     V1PersistentVolumeClaimVolumeSource, V1Pod, V1PodSecurityContext, V1PodSpec, V1PodTemplateSpec,
     V1Probe, V1ResourceFieldSelector, V1ResourceRequirements, V1SeccompProfile, V1SecurityContext,
     V1Toleration, V1Volume, V1VolumeMount, V1VolumeResourceRequirements,
@@ -95,19 +95,12 @@ def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dic
              node_selector: Optional[Dict[str, str]] = None, tolerations: Optional[List[dict]] = None,
              timeout_seconds: int = 0, ttl_seconds: Optional[int] = None) -> V1Job:
     """The Job that runs one notebook. `spec` is the executor spec (docs/design.md)."""
-    env = [
-        V1EnvVar(name="JSK8S_SPEC", value=json.dumps(spec, sort_keys=True)),
-        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
-        # Lets the executor say "probably out of memory (limit 512Mi)" when its kernel dies.
-        V1EnvVar(name="JSK8S_MEMORY_LIMIT", value_from=V1EnvVarSource(
-            resource_field_ref=V1ResourceFieldSelector(container_name=CONTAINER, resource="limits.memory"))),
-    ]
     # The pod turns Ready once result.json exists: the server's watch learns that outputs are
     # waiting without polling the pod.
     probe = V1Probe(_exec=V1ExecAction(command=["test", "-e", RESULT_FILE]),
                     period_seconds=1, failure_threshold=1, success_threshold=1, timeout_seconds=5)
     pod_spec = _pod_spec(
-        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "run"], env=env,
+        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "run"], env=_executor_env(spec),
         pvc_name=name, container_resources=container_resources, node_selector=node_selector,
         tolerations=tolerations, readiness_probe=probe, active_deadline_seconds=timeout_seconds or None,
     )
@@ -115,19 +108,98 @@ def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dic
         api_version="batch/v1", kind="Job",
         metadata=V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
                               annotations=dict(annotations) or None),
-        spec=V1JobSpec(
-            backoff_limit=0, ttl_seconds_after_finished=ttl_seconds,
-            # The pod's own deadline fires first and says DeadlineExceeded on the pod; this one is
-            # a backstop for a pod stuck before it starts.
-            active_deadline_seconds=(timeout_seconds + 60) if timeout_seconds else None,
-            # A notebook is not idempotent: a lost pod is a failed job, never a silent rerun.
-            pod_replacement_policy="Failed",
-            template=V1PodTemplateSpec(
-                metadata=V1ObjectMeta(labels=dict(labels), annotations=dict(annotations) or None),
-                spec=pod_spec,
+        spec=_job_spec(labels, annotations, pod_spec, timeout_seconds, ttl_seconds),
+    )
+
+
+def _executor_env(spec: dict) -> List[V1EnvVar]:
+    return [
+        V1EnvVar(name="JSK8S_SPEC", value=json.dumps(spec, sort_keys=True)),
+        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
+        # Lets the executor say "probably out of memory (limit 512Mi)" when its kernel dies.
+        V1EnvVar(name="JSK8S_MEMORY_LIMIT", value_from=V1EnvVarSource(
+            resource_field_ref=V1ResourceFieldSelector(container_name=CONTAINER, resource="limits.memory"))),
+    ]
+
+
+def _job_spec(labels, annotations, pod_spec: V1PodSpec, timeout_seconds: int, ttl_seconds: Optional[int]) -> V1JobSpec:
+    return V1JobSpec(
+        backoff_limit=0, ttl_seconds_after_finished=ttl_seconds,
+        # The pod's own deadline fires first and says DeadlineExceeded on the pod; this one is
+        # a backstop for a pod stuck before it starts.
+        active_deadline_seconds=(timeout_seconds + 60) if timeout_seconds else None,
+        # A notebook is not idempotent: a lost pod is a failed job, never a silent rerun.
+        pod_replacement_policy="Failed",
+        template=V1PodTemplateSpec(
+            metadata=V1ObjectMeta(labels=dict(labels), annotations=dict(annotations) or None),
+            spec=pod_spec,
+        ),
+    )
+
+
+# The label the Job controller puts on its pods: a scheduled run's directory on the volume.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def make_cronjob(name: str, namespace: str, labels: Dict[str, str], annotations: Dict[str, str], *,
+                 run_labels: Dict[str, str], schedule: str, time_zone: Optional[str], suspend: bool,
+                 concurrency_policy: str, starting_deadline_seconds: int, history_limit: int,
+                 image: str, pull_policy: Optional[str], spec: dict, retention: dict,
+                 container_resources: V1ResourceRequirements, node_selector: Optional[Dict[str, str]] = None,
+                 tolerations: Optional[List[dict]] = None, timeout_seconds: int = 0,
+                 ttl_seconds: Optional[int] = None) -> V1CronJob:
+    """A job definition's CronJob. Its pods mount the definition's volume (named like the CronJob)
+    and run `jsk8s-executor scheduled-run`, which stages from the volume's snapshot: no server is
+    needed. `retention` is the executor's JSK8S_SCHEDULE (docs/design.md, "Schedules")."""
+    env = _executor_env(spec) + [
+        V1EnvVar(name="JSK8S_SCHEDULE", value=json.dumps(retention, sort_keys=True)),
+        V1EnvVar(name="JSK8S_RUN_NAME", value_from=V1EnvVarSource(
+            field_ref=V1ObjectFieldSelector(field_path=f"metadata.labels['{JOB_NAME_LABEL}']"))),
+    ]
+    pod_spec = _pod_spec(
+        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "scheduled-run"], env=env,
+        pvc_name=name, container_resources=container_resources, node_selector=node_selector,
+        tolerations=tolerations, active_deadline_seconds=timeout_seconds or None,
+    )
+    return V1CronJob(
+        api_version="batch/v1", kind="CronJob",
+        metadata=V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                              annotations=dict(annotations) or None),
+        spec=V1CronJobSpec(
+            schedule=schedule, time_zone=time_zone or None, suspend=suspend,
+            concurrency_policy=concurrency_policy,
+            # Without a deadline, a controller that missed more than 100 start times (a long
+            # suspension, a controller outage) stops scheduling the CronJob for good.
+            starting_deadline_seconds=starting_deadline_seconds,
+            successful_jobs_history_limit=history_limit, failed_jobs_history_limit=history_limit,
+            job_template=V1JobTemplateSpec(
+                metadata=V1ObjectMeta(labels=dict(run_labels), annotations=dict(annotations) or None),
+                spec=_job_spec(run_labels, annotations, pod_spec, timeout_seconds, ttl_seconds),
             ),
         ),
     )
+
+
+def job_from_cronjob(cronjob: V1CronJob, name: str) -> V1Job:
+    """A Job made from a CronJob's template, as `kubectl create job --from=cronjob/...` makes it:
+    owned by the CronJob, so that it goes when the CronJob does."""
+    template = copy.deepcopy(cronjob.spec.job_template)
+    return V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=V1ObjectMeta(
+            name=name, namespace=cronjob.metadata.namespace, labels=dict(template.metadata.labels or {}),
+            annotations={**(template.metadata.annotations or {}), "cronjob.kubernetes.io/instantiate": "manual"},
+            owner_references=[V1OwnerReference(api_version="batch/v1", kind="CronJob", name=cronjob.metadata.name,
+                                               uid=cronjob.metadata.uid, controller=True)]),
+        spec=template.spec,
+    )
+
+
+def set_spec_parameters(job: V1Job, parameters: dict) -> None:
+    """Replaces the parameters in a Job's executor spec (a "Run now" with other parameters)."""
+    for env in job.spec.template.spec.containers[0].env:
+        if env.name == "JSK8S_SPEC":
+            env.value = json.dumps({**json.loads(env.value), "parameters": dict(parameters)}, sort_keys=True)
 
 
 def make_collector_pod(name: str, namespace: str, labels: Dict[str, str], annotations: Dict[str, str], *,

@@ -8,11 +8,16 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_JOB_ID = "scheduler.jupyter.org/job-id"
 LABEL_JOB_NAME = "scheduler.jupyter.org/job-name"
 LABEL_USERNAME = "hub.jupyter.org/username"
+LABEL_DEFINITION_ID = "scheduler.jupyter.org/job-definition-id"
 ANNOTATION_JOB_NAME = "scheduler.jupyter.org/job-name"
 ANNOTATION_USERNAME = "hub.jupyter.org/username"
 
 COMPONENT_JOB = "notebook-job"
 COMPONENT_COLLECTOR = "output-collector"
+COMPONENT_SCHEDULE = "schedule"  # a job definition's CronJob and its volume
+COMPONENT_SCHEDULED_RUN = "scheduled-run"  # the Jobs and pods of its runs
+# A CronJob's name is at most 52 characters: its Jobs get an 11-character suffix.
+CRONJOB_NAME_LIMIT = 52
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -35,6 +40,41 @@ def object_name(job_id: str) -> str:
 
 def collector_name(job_id: str) -> str:
     return object_name(job_id)[:53] + "-collect"
+
+
+def definition_name(definition_id: str) -> str:
+    """Name of a job definition's CronJob and PVC (and the prefix of its runs' Jobs): 44
+    characters for a UUID, within the CronJob's limit of 52."""
+    return "jsk8s-d-" + safe_slug(definition_id.lower(), CRONJOB_NAME_LIMIT - 8)
+
+
+def definition_collector_name(definition_id: str) -> str:
+    return definition_name(definition_id) + "-collect"
+
+
+def manual_run_name(definition_id: str, suffix: str) -> str:
+    """A "Run now" Job's name: the definition's name, an "m" (the controller's own runs end in
+    digits only) and a short random suffix."""
+    return f"{definition_name(definition_id)}-m{suffix}"[:63]
+
+
+def definition_selector(definition_id: str = "", component: str = COMPONENT_SCHEDULE) -> str:
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={component}"
+    if definition_id:
+        selector += f",{LABEL_DEFINITION_ID}={safe_slug(definition_id)}"
+    return selector
+
+
+def definition_labels(definition_id: str, component: str, username: str = "", job_name: str = "",
+                      extra=None) -> dict:
+    result = dict(extra or {})
+    result.update({LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: component,
+                   LABEL_DEFINITION_ID: safe_slug(definition_id)})
+    if username:
+        result[LABEL_USERNAME] = safe_slug(username)
+    if job_name:
+        result[LABEL_JOB_NAME] = safe_slug(job_name)
+    return result
 
 
 def job_selector(job_id: str) -> str:

@@ -24,7 +24,8 @@ from traitlets import Int, default
 from . import names, reasons
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
-from .driver import make_driver
+from .definitions import CronJobDefinitions
+from .driver import KubeDriver, make_driver
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
 
@@ -56,7 +57,7 @@ def _log_to(server_log: logging.Logger) -> None:
     package.propagate = False
 
 
-class K8sScheduler(Scheduler):
+class K8sScheduler(CronJobDefinitions, Scheduler):
     recovery_interval_seconds = Int(60, config=True, help="""
         How often jobs the database holds as in progress are matched against Kubernetes, besides
         at start-up, so that nothing stays IN_PROGRESS after its Job is gone.""")
@@ -86,6 +87,10 @@ class K8sScheduler(Scheduler):
         self._recovery_stop = threading.Event()
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True)
         self._recovery_thread.start()
+        # Job definitions are CronJobs where the server talks to Kubernetes itself (definitions.py).
+        self.cron_jobs = isinstance(self.driver, KubeDriver)
+        if self.cron_jobs:
+            self._start_definitions()
 
     # ---- jobs in ------------------------------------------------------------------------------
     def create_job(self, model: CreateJob) -> str:
@@ -176,6 +181,9 @@ class K8sScheduler(Scheduler):
             record = session.query(Job).filter(Job.job_id == job_id).one()
             if Status(record.status) not in ACTIVE + (Status.STOPPING,):
                 return
+            if self._is_scheduled_run(record):
+                self._end_scheduled_run(DescribeJob.from_orm(record), Status.STOPPED)
+                return
             record.status = Status.STOPPING
             session.commit()
             model = DescribeJob.from_orm(record)
@@ -211,7 +219,9 @@ class K8sScheduler(Scheduler):
         with self.db_session() as session:
             record = session.query(Job).filter(Job.job_id == job_id).one()
             model = DescribeJob.from_orm(record)
-        if model.status in ACTIVE + (Status.STOPPING,):
+        if self._is_scheduled_run(model):
+            self._end_scheduled_run(model, Status.STOPPED)
+        elif model.status in ACTIVE + (Status.STOPPING,):
             self._stop_job(job_id, collect=False)
         self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
         self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
@@ -246,7 +256,7 @@ class K8sScheduler(Scheduler):
             with self.db_session() as session:
                 records = session.query(Job).filter(Job.status.in_(ACTIVE + (Status.STOPPING,))).all()
                 models = [DescribeJob.from_orm(r) for r in records]
-            models = [m for m in models if not self.monitor.tracked(m.job_id)]
+            models = [m for m in models if not self.monitor.tracked(m.job_id) and not self._is_scheduled_run(m)]
         taken = 0
         for model in models:
             # One job that cannot be recovered must not hold up the others.
@@ -272,6 +282,10 @@ class K8sScheduler(Scheduler):
         self.monitor.track(run, submit=False)
         return 1
 
+    def _is_scheduled_run(self, record) -> bool:
+        """A CronJob's run: the import round follows it, not the monitor or recovery."""
+        return self.cron_jobs and bool(record.job_definition_id)
+
     def _recovery_loop(self) -> None:
         while not self._recovery_stop.is_set():
             try:
@@ -282,6 +296,8 @@ class K8sScheduler(Scheduler):
 
     def shutdown(self) -> None:
         self._recovery_stop.set()
+        if self.cron_jobs:
+            self._import_stop.set()
         self.monitor.stop()
         self._requests.shutdown(wait=False, cancel_futures=True)
 

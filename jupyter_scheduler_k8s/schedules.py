@@ -1,0 +1,285 @@
+"""Job definitions as CronJobs: what a definition asks of Kubernetes (docs/design.md, "Schedules").
+
+A definition is a CronJob and a PVC of the same name. The PVC holds the input snapshot, which
+every run copies, and each run's files until the user's server imports them; so runs need no
+server, and the runs of a culled server wait on the volume. `Definition` says what to run;
+`KubeSchedules` acts, scoped to one owner like `driver.KubeDriver`, whose helpers it uses.
+"""
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from kubernetes.client import V1OwnerReference
+from kubernetes.client.rest import ApiException
+
+from . import manifests, names, reasons, transfer
+from .clients import pull_policy
+from .config import image_for
+from .driver import EXECUTOR, KubeDriver, NotFound, _absent_on_404, _delete_options
+from .watch import WaitTimeout, first_answer, pod_events
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleError(ValueError):
+    """A definition Kubernetes would refuse, said in the user's terms."""
+
+
+@dataclass
+class Definition:
+    """What a job definition runs: everything comes from jupyter-scheduler's definition model."""
+    definition_id: str
+    name: str
+    input_file: str
+    outputs: Dict[str, str]  # format -> file name, as the definition's staging paths name them
+    log_name: str
+    schedule: str
+    timezone: Optional[str] = None
+    active: bool = True
+    parameters: Dict = field(default_factory=dict)
+    compute_type: Optional[str] = None
+    environment: Optional[str] = None
+
+
+def check_timezone(timezone: Optional[str]) -> Optional[str]:
+    """The IANA name for spec.timeZone, or None for the controller's own (UTC)."""
+    if not timezone:
+        return None
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"Unknown time zone {timezone!r}: use an IANA name such as Europe/Paris or UTC") from None
+    return timezone
+
+
+def is_finished(job) -> bool:
+    status = job.status
+    return bool(status and (status.succeeded or status.failed or any(
+        c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or [])))
+
+
+class KubeSchedules:
+    def __init__(self, driver: KubeDriver):
+        self.driver, self.cfg, self.clients = driver, driver.cfg, driver.clients
+        self.namespace, self.owner = driver.namespace, driver.owner
+
+    # ---- the objects ---------------------------------------------------------------------------
+    def build_cronjob(self, definition: Definition, profile: dict):
+        d, p = definition, profile
+        name = names.definition_name(d.definition_id)
+        spec = {"input": d.input_file, "outputs": dict(d.outputs), "parameters": dict(d.parameters),
+                "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": 0}
+        retention = {"runs_kept": self.cfg.schedule_runs_kept, "max_age_seconds": self.cfg.schedule_run_max_age_seconds,
+                     "log_name": d.log_name, "log_limit": self.cfg.run_log_limit}
+        return manifests.make_cronjob(
+            name, self.namespace, self._labels(d, names.COMPONENT_SCHEDULE), self._annotations(d),
+            run_labels=self._labels(d, names.COMPONENT_SCHEDULED_RUN),
+            schedule=d.schedule, time_zone=check_timezone(d.timezone), suspend=not d.active,
+            concurrency_policy=self.cfg.schedule_concurrency_policy,
+            starting_deadline_seconds=self.cfg.schedule_starting_deadline_seconds,
+            # Finished Jobs are the index of the runs to import: keep as many as the volume keeps
+            # runs, and no longer than it keeps them.
+            history_limit=self.cfg.schedule_runs_kept, ttl_seconds=self.cfg.schedule_run_max_age_seconds,
+            image=image_for(self.cfg, d.environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            spec=spec, retention=retention,
+            container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
+                                                    p["memory_limit"], int(p["gpu"] or 0)),
+            node_selector=p["node_selector"], tolerations=p["tolerations"],
+            timeout_seconds=int(p["timeout_seconds"] or 0))
+
+    def _labels(self, d: Definition, component: str) -> dict:
+        return names.definition_labels(d.definition_id, component, self.owner, d.name, self.cfg.extra_labels)
+
+    def _annotations(self, d: Definition) -> dict:
+        return names.annotations(self.owner, d.name, self.cfg.extra_annotations)
+
+    def create(self, definition: Definition, profile: dict, root: str, files: Iterable[str]) -> None:
+        """The volume, the input snapshot on it, then the CronJob: no run starts without inputs."""
+        self.clients.api_client  # resolves the context, which the pull policy depends on
+        cronjob = self.build_cronjob(definition, profile)  # refuses a bad time zone before anything exists
+        name = names.definition_name(definition.definition_id)
+        pvc = manifests.make_pvc(name, self.namespace, self._labels(definition, names.COMPONENT_SCHEDULE),
+                                 self._annotations(definition), self.cfg.storage_size, self.cfg.storage_class)
+        self.driver._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc,
+                            self.clients.core.read_namespaced_persistent_volume_claim)
+        self.snapshot(definition, root, files)
+        try:
+            self.driver._create(self.clients.batch.create_namespaced_cron_job, cronjob,
+                                self.clients.batch.read_namespaced_cron_job)
+        except ApiException as e:
+            raise self._refused(e) from None
+
+    def update(self, definition: Definition, profile: dict) -> None:
+        """Schedule, time zone, pause, parameters, formats and profile, on the existing CronJob."""
+        if self.read_cronjob(definition.definition_id) is None:
+            raise NotFound(f"the CronJob of job definition {definition.definition_id} is gone")
+        cronjob = self.build_cronjob(definition, profile)
+        try:
+            self.clients.batch.patch_namespaced_cron_job(cronjob.metadata.name, self.namespace,
+                                                         {"metadata": {"labels": cronjob.metadata.labels},
+                                                          "spec": self.clients.api_client.sanitize_for_serialization(
+                                                              cronjob.spec)})
+        except ApiException as e:
+            raise self._refused(e) from None
+
+    def set_active(self, definition_id: str, active: bool) -> None:
+        cronjob = self.read_cronjob(definition_id)
+        if cronjob is None:
+            raise NotFound(f"the CronJob of job definition {definition_id} is gone")
+        self.clients.batch.patch_namespaced_cron_job(cronjob.metadata.name, self.namespace, {"spec": {"suspend": not active}})
+
+    @staticmethod
+    def _refused(e: ApiException) -> Exception:
+        if e.status in (400, 422):
+            return ScheduleError(reasons.describe_error(e).replace("Kubernetes API error 422: ", ""))
+        return e
+
+    def read_cronjob(self, definition_id: str):
+        cronjob = _absent_on_404(self.clients.batch.read_namespaced_cron_job,
+                                 names.definition_name(definition_id), self.namespace)
+        return cronjob if cronjob is not None and self.driver.owns(cronjob) else None
+
+    def read_volume(self, definition_id: str):
+        pvc = _absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
+                             names.definition_name(definition_id), self.namespace)
+        return pvc if pvc is not None and self.driver.owns(pvc) else None
+
+    def delete(self, definition_id: str) -> None:
+        """The CronJob (its Jobs and pods go with it), the holder pod and the volume. Safe to repeat."""
+        cronjob = self.read_cronjob(definition_id)
+        if cronjob is not None:
+            _absent_on_404(self.clients.batch.delete_namespaced_cron_job, cronjob.metadata.name, self.namespace,
+                           body=_delete_options(cronjob.metadata.uid, 0, "Background"))
+        self.remove_holder(definition_id)
+        pvc = self.read_volume(definition_id)
+        if pvc is not None:
+            _absent_on_404(self.clients.core.delete_namespaced_persistent_volume_claim, pvc.metadata.name,
+                           self.namespace, body=_delete_options(pvc.metadata.uid, 0, "Background"))
+
+    # ---- runs ------------------------------------------------------------------------------------
+    def run_now(self, definition_id: str, parameters: Optional[dict] = None):
+        """A Job from the CronJob's template (like `kubectl create job --from=cronjob/...`);
+        returns it. `parameters` replace the definition's for this run."""
+        cronjob = self.read_cronjob(definition_id)
+        if cronjob is None:
+            raise NotFound(f"the CronJob of job definition {definition_id} is gone")
+        job = manifests.job_from_cronjob(cronjob, names.manual_run_name(definition_id, secrets.token_hex(3)))
+        if parameters is not None:
+            manifests.set_spec_parameters(job, parameters)
+        return self.clients.batch.create_namespaced_job(self.namespace, job)
+
+    def list_runs(self, definition_id: str = "") -> list:
+        """The owner's run Jobs (of one definition, or all), made by their definition's CronJob."""
+        selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
+        if self.owner:
+            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
+        jobs = self.clients.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+        cronjobs = {}
+        runs = []
+        for job in jobs:
+            if not self.driver.owns(job):
+                continue
+            definition = (job.metadata.labels or {}).get(names.LABEL_DEFINITION_ID, "")
+            if definition not in cronjobs:
+                cronjob = self.read_cronjob(definition)
+                cronjobs[definition] = cronjob.metadata.uid if cronjob is not None else None
+            # Only the CronJob's own Jobs (its uid is set by the API server): labels can be forged.
+            if cronjobs[definition] and any(ref.uid == cronjobs[definition] for ref in job.metadata.owner_references or []):
+                runs.append(job)
+        return runs
+
+    def run_pod(self, job):
+        """The run's pod, if it is still there (for its termination reason)."""
+        pods = self.clients.core.list_namespaced_pod(
+            self.namespace, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}").items
+        return pods[-1] if pods else None
+
+    def delete_run(self, job) -> None:
+        _absent_on_404(self.clients.batch.delete_namespaced_job, job.metadata.name, self.namespace,
+                       body=_delete_options(job.metadata.uid, 0, "Background"))
+
+    # ---- the holder pod: the volume's files, read and written by exec ---------------------------
+    def start_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600) -> str:
+        """A pod on the definition's volume, for the snapshot and for importing runs; returns its
+        name once it runs."""
+        pvc = self.read_volume(definition_id)
+        if pvc is None:
+            raise NotFound(f"the volume of job definition {definition_id} is gone")
+        name = names.definition_collector_name(definition_id)
+        labels = names.definition_labels(definition_id, names.COMPONENT_COLLECTOR, self.owner,
+                                         extra=self.cfg.extra_labels)
+        pod = manifests.make_collector_pod(
+            name, self.namespace, labels, names.annotations(self.owner, extra=self.cfg.extra_annotations),
+            image=image_for(self.cfg, environment),
+            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
+            pvc_name=pvc.metadata.name, hold_seconds=hold_seconds)
+        pod.metadata.owner_references = [V1OwnerReference(
+            api_version="v1", kind="PersistentVolumeClaim", name=pvc.metadata.name, uid=pvc.metadata.uid)]
+        try:
+            self.clients.core.create_namespaced_pod(self.namespace, pod)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+        def running(p):
+            if p is None or p.metadata.deletion_timestamp is not None:
+                return None
+            if not any(ref.uid == pvc.metadata.uid for ref in p.metadata.owner_references or []):
+                return NotFound(f"pod {name} is not the holder of this definition's volume")
+            problem = reasons.image_problem(p) or reasons.terminated_problem(p)
+            if problem:
+                return ScheduleError(f"could not start the pod on the definition's volume: {problem}")
+            cs = (p.status.container_statuses or [None])[0] if p.status else None
+            return name if cs is not None and cs.state.running else None
+
+        selector = (f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_COMPONENT}={names.COMPONENT_COLLECTOR},"
+                    f"{names.LABEL_DEFINITION_ID}={names.safe_slug(definition_id)}")
+        try:
+            answer = first_answer(pod_events(self.clients.core, self.namespace, selector, 5), running,
+                                  self.cfg.scheduling_timeout_seconds)
+        except WaitTimeout:
+            raise ScheduleError("the pod on the definition's volume did not start in time") from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def remove_holder(self, definition_id: str) -> None:
+        name = names.definition_collector_name(definition_id)
+        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        if pod is not None and self.driver.owns(pod):
+            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace,
+                           body=_delete_options(pod.metadata.uid, 0, "Background"))
+
+    def snapshot(self, definition: Definition, root: str, files: Iterable[str]) -> None:
+        """Sends the inputs as the definition's new snapshot (runs already started keep theirs)."""
+        pod = self.start_holder(definition.definition_id, definition.environment)
+        try:
+            transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER,
+                                EXECUTOR + ["snapshot-in"], root, list(files))
+        finally:
+            self.remove_holder(definition.definition_id)
+
+    def receive_run(self, pod: str, run_name: str, dest: str):
+        """A run's outputs from the volume, through the holder pod; returns (result, written)."""
+        return transfer.receive_outputs(self.clients.core, self.namespace, pod, manifests.CONTAINER,
+                                        EXECUTOR + ["--job-dir", f"{manifests.JOB_DIR}/runs/{run_name}", "stage-out"],
+                                        dest, self.cfg.output_size_limit)
+
+    def forget_run(self, pod: str, run_name: str) -> None:
+        transfer.run_command(self.clients.core, self.namespace, pod, manifests.CONTAINER,
+                             EXECUTOR + ["forget-run", run_name])
+
+
+def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:
+    """What a snapshot holds: the notebook, or the whole packaged folder; regular files only."""
+    from .lifecycle import run_files
+    files, skipped = run_files(root, package_input_folder, input_file)
+    if skipped:
+        log.warning("not sending links or special files: %s", ", ".join(skipped))
+    return files
+
+
+__all__ = ["Definition", "KubeSchedules", "ScheduleError", "check_timezone", "input_files", "is_finished"]
