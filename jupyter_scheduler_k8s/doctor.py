@@ -23,7 +23,9 @@ NEEDED = [
     # Exec is a websocket GET upgraded to a stream: the API server checks both verbs.
     ("", "pods", "exec", ["create", "get"]),
     ("", "pods", "log", ["get"]),
-    ("batch", "jobs", "", ["create", "get", "delete"]),
+    ("batch", "jobs", "", ["create", "get", "list", "delete"]),
+    # Job definitions (schedules.py): list finds a CronJob's runs, patch changes the schedule.
+    ("batch", "cronjobs", "", ["create", "get", "patch", "delete"]),
     ("", "events", "", ["list"]),
 ]
 

@@ -164,6 +164,18 @@ def backend_job():
         node_selector={"accelerator": "nvidia"}, timeout_seconds=600))
 
 
+def backend_cronjob():
+    name = names.definition_name(JOB_ID)
+    labels = names.definition_labels(JOB_ID, names.COMPONENT_SCHEDULE, username="alice")
+    return _serialize(manifests.make_cronjob(
+        name, JOBS_NS, labels, names.annotations("alice"),
+        run_labels=names.definition_labels(JOB_ID, names.COMPONENT_SCHEDULED_RUN, username="alice"),
+        schedule="*/5 * * * *", time_zone="Europe/Paris", suspend=False, concurrency_policy="Forbid",
+        starting_deadline_seconds=300, history_limit=20, image="jupyter-scheduler-k8s-executor:0.1.0",
+        pull_policy="IfNotPresent", spec={"input": "a.ipynb"}, retention={"runs_kept": 20},
+        container_resources=manifests.resources("1", None, "1Gi", "2Gi"), timeout_seconds=600, ttl_seconds=3600))
+
+
 def backend_collector_pod():
     return _serialize(manifests.make_collector_pod(
         names.collector_name(JOB_ID), JOBS_NS, names.labels(JOB_ID, names.COMPONENT_COLLECTOR), {},
@@ -301,19 +313,15 @@ def test_pod_without_label_is_rejected(cluster):
 
 
 def test_cronjob_pod_template_is_checked(cluster):
-    """RBAC grants no cronjobs today; grant them here to check the CronJob branch of the policy."""
-    cluster.run("create", "role", "test-cronjobs", "-n", JOBS_NS, "--verb=create", "--resource=cronjobs.batch",
-                check=True)
-    cluster.run("create", "rolebinding", "test-cronjobs", "-n", JOBS_NS, "--role=test-cronjobs",
-                f"--serviceaccount={NS}:{SA}", check=True)
-    try:
-        admitted, output = cluster.dry_run(as_cronjob(backend_job()))
-        assert admitted, output
-        change, message = REJECTED["hostPath volume"]
-        admitted, output = cluster.dry_run(_variant(change, base=lambda: as_cronjob(backend_job())))
-        assert not admitted and message in output, output
-    finally:
-        cluster.run("delete", "rolebinding,role", "test-cronjobs", "-n", JOBS_NS)
+    """A job definition's CronJob, as the backend builds it, is admitted; its pod template is held
+    to the same rules as a Job's."""
+    admitted, output = cluster.dry_run(backend_cronjob())
+    assert admitted, output
+    admitted, output = cluster.dry_run(as_cronjob(backend_job()))
+    assert admitted, output
+    change, message = REJECTED["hostPath volume"]
+    admitted, output = cluster.dry_run(_variant(change, base=lambda: as_cronjob(backend_job())))
+    assert not admitted and message in output, output
 
 
 def test_other_users_are_not_limited_by_the_policy(cluster):
@@ -385,7 +393,10 @@ def test_delete_and_exec_only_on_backend_objects(cluster):
     ("watch", "events", JOBS_NS, False),
     ("deletecollection", "jobs.batch", JOBS_NS, False),
     ("deletecollection", "pods", JOBS_NS, False),
-    ("list", "jobs.batch", JOBS_NS, False),
+    ("list", "jobs.batch", JOBS_NS, True),
+    ("patch", "cronjobs.batch", JOBS_NS, True),
+    ("update", "cronjobs.batch", JOBS_NS, False),
+    ("deletecollection", "cronjobs.batch", JOBS_NS, False),
     ("list", "storageclasses.storage.k8s.io", "", True),
     ("get", "secrets", JOBS_NS, False),
     ("list", "secrets", NS, False),
@@ -398,7 +409,8 @@ def test_delete_and_exec_only_on_backend_objects(cluster):
     ("update", "pods/ephemeralcontainers", JOBS_NS, False),
     ("create", "pods/attach", JOBS_NS, False),
     ("create", "pods/portforward", JOBS_NS, False),
-    ("create", "cronjobs.batch", JOBS_NS, False),
+    ("create", "cronjobs.batch", JOBS_NS, True),
+    ("create", "cronjobs.batch", NS, False),
     ("create", "rolebindings.rbac.authorization.k8s.io", JOBS_NS, False),
 ])
 def test_service_account_rights(cluster, verb, resource, namespace, allowed):

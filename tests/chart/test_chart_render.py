@@ -27,10 +27,10 @@ def needed_rules():
 
 # The API calls in the package's source, by client method name: (verbs, resource).
 _VERBS = {"create": {"create"}, "read": {"get"}, "list": {"list"}, "delete": {"delete"},
-          "connect_get": {"get", "create"}}
+          "connect_get": {"get", "create"}, "patch": {"patch"}}
 _RESOURCES = {"persistent_volume_claim": ("", "persistentvolumeclaims"), "pod": ("", "pods"),
               "pod_exec": ("", "pods/exec"), "pod_log": ("", "pods/log"), "job": ("batch", "jobs"),
-              "event": ("", "events")}
+              "event": ("", "events"), "cron_job": ("batch", "cronjobs")}
 
 
 def used_rules():
@@ -197,7 +197,9 @@ REQUIRED_K8S_KEYS = {
     "namespace", "image", "image_pull_policy", "storage_size", "extra_labels", "job_ttl_seconds",
     "timeout_seconds", "scheduling_timeout_seconds", "collect_hold_seconds", "output_size_limit",
     "run_log_limit", "node_selector", "tolerations", "profiles", "default_profile",
-    "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+    "cpu_request", "cpu_limit", "memory_request", "memory_limit", "schedule_concurrency_policy",
+    "schedule_starting_deadline_seconds", "schedule_runs_kept", "schedule_run_max_age_seconds",
+    "schedule_import_interval_seconds",
 }
 
 
@@ -217,6 +219,8 @@ def test_server_config_defaults():
         "collect_hold_seconds": 600, "output_size_limit": 1073741824, "run_log_limit": 4194304,
         "node_selector": {}, "tolerations": [], "profiles": {}, "default_profile": "",
         "cpu_request": "250m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "1Gi",
+        "schedule_concurrency_policy": "Forbid", "schedule_starting_deadline_seconds": 300,
+        "schedule_runs_kept": 20, "schedule_run_max_age_seconds": 604800, "schedule_import_interval_seconds": 30,
     }
 
 

@@ -179,6 +179,11 @@ app.kubernetes.io/component: {{ . }}
   "collect_hold_seconds" (int64 $jobs.collectHoldSeconds)
   "output_size_limit" (int64 $jobs.outputSizeLimitBytes)
   "run_log_limit" (int64 $jobs.runLogLimitBytes)
+  "schedule_concurrency_policy" .Values.schedules.concurrencyPolicy
+  "schedule_starting_deadline_seconds" (int64 .Values.schedules.startingDeadlineSeconds)
+  "schedule_runs_kept" (int64 .Values.schedules.runsKept)
+  "schedule_run_max_age_seconds" (int64 .Values.schedules.runMaxAgeSeconds)
+  "schedule_import_interval_seconds" (int64 .Values.schedules.importIntervalSeconds)
   "node_selector" ($executor.nodeSelector | default dict)
   "tolerations" ($executor.tolerations | default list)
   "default_profile" ($executor.defaultProfile | default "")
