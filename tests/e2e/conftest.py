@@ -174,6 +174,8 @@ def jobs_namespace(installed_chart, core, batch):
     """The installed chart's jobs namespace. Whatever a failed test left there is removed
     afterwards (as admin), so that one failure does not cascade into the next test."""
     yield installed_chart
+    for cronjob in batch.list_namespaced_cron_job(installed_chart).items:
+        batch.delete_namespaced_cron_job(cronjob.metadata.name, installed_chart, propagation_policy="Background")
     for job in batch.list_namespaced_job(installed_chart).items:
         batch.delete_namespaced_job(job.metadata.name, installed_chart, propagation_policy="Background")
     core.delete_collection_namespaced_pod(installed_chart, grace_period_seconds=0)
@@ -265,7 +267,8 @@ def leftovers(core, batch, namespace):
     while True:
         left = ([p.metadata.name for p in core.list_namespaced_pod(namespace).items]
                 + [c.metadata.name for c in core.list_namespaced_persistent_volume_claim(namespace).items]
-                + [j.metadata.name for j in batch.list_namespaced_job(namespace).items])
+                + [j.metadata.name for j in batch.list_namespaced_job(namespace).items]
+                + [c.metadata.name for c in batch.list_namespaced_cron_job(namespace).items])
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)

@@ -90,6 +90,43 @@ class JupyterServer(ManagedProcess):
     def delete_job(self, job_id: str) -> None:
         self.request("DELETE", f"/scheduler/jobs/{job_id}")
 
+    # ---- job definitions (schedules) ---------------------------------------------------------------
+    def create_definition(self, input_uri: str, schedule: str = "* * * * *", **fields) -> str:
+        body = {"input_uri": input_uri, "name": Path(input_uri).stem, "output_formats": ["ipynb"],
+                "runtime_environment_name": self.request("GET", "/scheduler/runtime_environments")[0]["name"],
+                "schedule": schedule, "timezone": "UTC"}
+        body.update(fields)
+        return self.request("POST", "/scheduler/job_definitions", body)["job_definition_id"]
+
+    def definition(self, definition_id: str) -> dict:
+        return self.request("GET", f"/scheduler/job_definitions/{definition_id}")
+
+    def update_definition(self, definition_id: str, **fields) -> None:
+        self.request("PATCH", f"/scheduler/job_definitions/{definition_id}", fields)
+
+    def delete_definition(self, definition_id: str) -> None:
+        self.request("DELETE", f"/scheduler/job_definitions/{definition_id}")
+
+    def run_now(self, definition_id: str, **fields) -> str:
+        return self.request("POST", f"/scheduler/job_definitions/{definition_id}/jobs", fields)["job_id"]
+
+    def runs(self, definition_id: str) -> list:
+        """The definition's jobs in the job list, oldest first."""
+        jobs = self.request("GET", f"/scheduler/jobs?job_definition_id={definition_id}&max_items=1000")["jobs"]
+        return sorted(jobs, key=lambda j: j["create_time"])
+
+    def wait_runs(self, definition_id: str, count: int, timeout: float = 240, status=("COMPLETED", "FAILED")) -> list:
+        """Waits until at least `count` runs of the definition have ended; returns the runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs(definition_id)
+            if sum(r["status"] in status for r in runs) >= count:
+                return runs
+            assert time.monotonic() < deadline, (
+                f"{count} ended runs of {definition_id} not listed after {timeout}s: "
+                f"{[(r['status'], r.get('status_message')) for r in runs]}; the server's log ends:\n{self.log_tail(60)}")
+            time.sleep(1)
+
     def wait(self, job_id: str, timeout: float = 240, until=TERMINAL) -> dict:
         deadline = time.monotonic() + timeout
         while True:

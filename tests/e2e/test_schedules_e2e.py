@@ -1,0 +1,184 @@
+"""Job definitions as CronJobs, as installed: a real Jupyter server with K8sScheduler holding a token
+of the chart's ServiceAccount, driven through the REST API of JupyterLab's scheduler UI. The
+CronJob controller runs the definitions whether or not the server is up; the server imports the
+runs when it is."""
+import json
+import time
+import urllib.error
+
+import nbformat
+import pytest
+
+from jupyter_scheduler_k8s import names
+
+from .conftest import leftovers, write_notebook
+
+pytestmark = pytest.mark.e2e
+
+EVERY_MINUTE = "* * * * *"
+
+
+def _cronjob(batch, namespace, definition_id):
+    return batch.read_namespaced_cron_job(names.definition_name(definition_id), namespace)
+
+
+def _finished_jobs(batch, namespace, definition_id) -> set:
+    selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
+    return {j.metadata.name for j in batch.list_namespaced_job(namespace, label_selector=selector).items
+            if j.status and (j.status.succeeded or j.status.failed)}
+
+
+def _wait_new_finished_runs(batch, namespace, definition_id, count, timeout=200) -> set:
+    """Waits (as the admin, with no server up) until `count` more runs than now have finished."""
+    seen, before = set(), _finished_jobs(batch, namespace, definition_id)
+    deadline = time.monotonic() + timeout
+    while len(seen - before) < count:
+        assert time.monotonic() < deadline, f"only {len(seen - before)} new runs finished in {timeout}s"
+        seen |= _finished_jobs(batch, namespace, definition_id)
+        time.sleep(2)
+    return seen - before
+
+
+def _volume_runs(core, namespace, definition_id, image) -> list:
+    """The run directories on the definition's volume, listed by a pod of the admin's."""
+    name = f"e2e-ls-{definition_id[:8]}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": "ls", "image": image, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", "ls -1 /job/runs"],
+                                 "resources": {"limits": {"memory": "64Mi"}},
+                                 "securityContext": {"allowPrivilegeEscalation": False,
+                                                     "capabilities": {"drop": ["ALL"]}},
+                                 "volumeMounts": [{"name": "v", "mountPath": "/job"}]}],
+                 "volumes": [{"name": "v", "persistentVolumeClaim": {
+                     "claimName": names.definition_name(definition_id)}}]}}
+    core.create_namespaced_pod(namespace, pod)
+    try:
+        deadline = time.monotonic() + 90
+        while core.read_namespaced_pod(name, namespace).status.phase not in ("Succeeded", "Failed"):
+            assert time.monotonic() < deadline, "the listing pod did not finish"
+            time.sleep(0.5)
+        return core.read_namespaced_pod_log(name, namespace).split()
+    finally:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs_namespace):
+    """Runs while the server is up; the runs made while it was stopped appear when it is back;
+    paused it makes no runs, resumed it runs again; "Run now"; deleted, nothing of it is left."""
+    server = make_server(name="scheduled", schedule_import_interval_seconds=3)
+    write_notebook(str(server.root / "daily.ipynb"),
+                   "rows = open('data/in.csv').read().split()\nprint('rows', len(rows))",
+                   "import datetime; open('stamp.txt', 'w').write(str(datetime.datetime.now()))")
+    (server.root / "data").mkdir()
+    (server.root / "data" / "in.csv").write_text("a\nb\nc\n")
+    definition_id = server.create_definition("daily.ipynb", output_formats=["ipynb", "html"],
+                                             package_input_folder=True)
+    cronjob = _cronjob(batch, jobs_namespace, definition_id)
+    assert (cronjob.spec.schedule, cronjob.spec.time_zone, cronjob.spec.concurrency_policy) == (EVERY_MINUTE, "UTC", "Forbid")
+    assert cronjob.spec.starting_deadline_seconds == 300 and not cronjob.spec.suspend
+    assert len(cronjob.metadata.name) <= 52
+
+    def check_outputs(run):
+        assert run["status"] == "COMPLETED", run["status_message"]
+        assert "rows 3" in server.output(run, "log").read_text()
+        assert "rows 3" in server.output(run, "html").read_text()
+        nb = nbformat.read(server.output(run, "ipynb"), as_version=4)
+        assert nb.cells[0].outputs[0]["text"] == "rows 3\n"
+        assert (server.staging_dir(run["job_id"]) / "stamp.txt").exists()
+        assert "stamp.txt" in run["packaged_files"]
+
+    first = [r for r in server.wait_runs(definition_id, 1, timeout=150) if r["status"] != "IN_PROGRESS"]
+    check_outputs(first[0])
+
+    # The server goes away (as a culled one does); the CronJob goes on.
+    server.stop()
+    made_while_down = _wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
+    server = make_server(name="scheduled", schedule_import_interval_seconds=3)
+    runs = server.wait_runs(definition_id, len(first) + len(made_while_down), timeout=120)
+    for run in runs:
+        if run["status"] != "IN_PROGRESS":
+            check_outputs(run)
+    assert len({r["job_id"] for r in runs}) == len(runs)
+
+    # Paused: no new run for more than a minute. Resumed: it runs again.
+    server.update_definition(definition_id, active=False)
+    assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is True
+    time.sleep(5)  # a run that had started just before the pause may still finish
+    before = _finished_jobs(batch, jobs_namespace, definition_id) | {
+        j.metadata.name for j in batch.list_namespaced_job(
+            jobs_namespace, label_selector=names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items}
+    time.sleep(70)
+    after = {j.metadata.name for j in batch.list_namespaced_job(
+        jobs_namespace, label_selector=names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items}
+    assert after <= before, f"runs made while paused: {sorted(after - before)}"
+    ended = len([r for r in server.runs(definition_id) if r["status"] != "IN_PROGRESS"])
+    server.update_definition(definition_id, active=True)
+    assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is False
+    server.wait_runs(definition_id, ended + 1, timeout=150)
+
+    # Deleted: the CronJob, its Jobs, pods and volume, and the runs in the list.
+    server.delete_definition(definition_id)
+    assert leftovers(core, batch, jobs_namespace) == []
+    assert server.runs(definition_id) == []
+    with pytest.raises(urllib.error.HTTPError):
+        server.definition(definition_id)
+
+
+def test_a_failing_schedule_keeps_only_its_newest_runs(make_server, core, batch, jobs_namespace, executor_image):
+    """With one run kept, the older run's files are deleted from the volume by the next run; the
+    server that comes back lists the newest run FAILED with the cell's error and its log."""
+    server = make_server(name="failing", schedule_runs_kept=1, schedule_import_interval_seconds=3600)
+    write_notebook(str(server.root / "broken.ipynb"), "print('before the error')", "1 / 0")
+    definition_id = server.create_definition("broken.ipynb")
+    server.stop()  # nothing imports until the end
+    made = _wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
+    kept = _volume_runs(core, jobs_namespace, definition_id, executor_image)
+    assert len(kept) == 1 and kept[0] in made and kept[0] == max(made), (kept, made)
+    assert _cronjob(batch, jobs_namespace, definition_id).spec.failed_jobs_history_limit == 1
+
+    server = make_server(name="failing", schedule_runs_kept=1, schedule_import_interval_seconds=3)
+    runs = server.wait_runs(definition_id, 1, timeout=120)
+    failed = [r for r in runs if r["status"] == "FAILED"]
+    assert failed, runs
+    run = failed[-1]
+    assert "ZeroDivisionError" in run["status_message"]
+    log = server.output(run, "log").read_text()
+    assert "before the error" in log and "ZeroDivisionError" in log
+    server.delete_definition(definition_id)
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_time_zones_and_run_now(make_server, core, batch, jobs_namespace):
+    """A definition's time zone is the CronJob's spec.timeZone, and changes with it; an unknown one
+    is refused with a clear message. "Run now" makes a Job from the CronJob's template."""
+    server = make_server(schedule_import_interval_seconds=3)
+    write_notebook(str(server.root / "report.ipynb"), "print('n is', n)", parameters_cell="n = 1")
+    definition_id = server.create_definition("report.ipynb", schedule="0 8 * * 1-5", timezone="Europe/Paris",
+                                             parameters={"n": "2"})
+    assert _cronjob(batch, jobs_namespace, definition_id).spec.time_zone == "Europe/Paris"
+    server.update_definition(definition_id, timezone="America/New_York", schedule="30 7 * * *")
+    cronjob = _cronjob(batch, jobs_namespace, definition_id)
+    assert (cronjob.spec.time_zone, cronjob.spec.schedule) == ("America/New_York", "30 7 * * *")
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.create_definition("report.ipynb", timezone="Mars/Olympus_Mons")
+    assert "Unknown time zone 'Mars/Olympus_Mons'" in json.loads(refused.value.read())["message"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.update_definition(definition_id, timezone="Mars/Olympus_Mons")
+    assert "Unknown time zone" in json.loads(refused.value.read())["message"]
+
+    job_id = server.run_now(definition_id)
+    assert server.job(job_id)["status"] == "IN_PROGRESS"
+    manual = [j for j in batch.list_namespaced_job(jobs_namespace).items if j.metadata.uid == job_id]
+    assert manual and manual[0].metadata.owner_references[0].kind == "CronJob"
+    run = server.wait(job_id, timeout=180)
+    assert run["status"] == "COMPLETED", run["status_message"]
+    assert "n is 2" in server.output(run, "log").read_text()
+    assert [r["job_id"] for r in server.runs(definition_id)] == [job_id]
+
+    server.delete_definition(definition_id)
+    assert leftovers(core, batch, jobs_namespace) == []
