@@ -25,7 +25,7 @@ from .config import UnknownProfileError, resolve_profile
 from .driver import NotFound
 from .lifecycle import LOG_FORMAT, Outcome, is_transient
 from .safe_tar import UnsafeOutputError
-from .schedules import Definition, KubeSchedules, ScheduleError, check_timezone, input_files, is_finished
+from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished, make_schedules
 
 log = logging.getLogger(__name__)
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
@@ -40,7 +40,7 @@ class CronJobDefinitions:
     """Mixed into K8sScheduler, which provides the DB, the staging paths, `k8s` and `driver`."""
 
     def _start_definitions(self) -> None:
-        self.schedules = KubeSchedules(self.driver)
+        self.schedules = make_schedules(self.driver)
         # The CronJob controller fires the definitions: the in-server TaskRunner must not as well.
         self.task_runner = None
         # Held while runs are imported, and by whatever adds, stops or deletes a run, so that a
@@ -78,8 +78,6 @@ class CronJobDefinitions:
         return staging_dir, input_files(staging_dir, bool(model.package_input_folder), model.input_filename)
 
     def create_job_definition(self, model):
-        if not self.cron_jobs:  # hub mode: the stock TaskRunner, until the gateway has schedules
-            return super().create_job_definition(model)
         return self._off_the_loop(self._create_job_definition, model)
 
     def _create_job_definition(self, model) -> str:
@@ -88,9 +86,11 @@ class CronJobDefinitions:
         definition_id = super().create_job_definition(model)  # the record and the staged inputs
         try:
             described = self.get_job_definition(definition_id)
+            definition, profile = self._definition(described), resolve_profile(self.k8s, described.compute_type)
             root, files = self._snapshot_source(described)
-            self.schedules.create(self._definition(described), resolve_profile(self.k8s, described.compute_type),
-                                  root, files)
+            self.schedules.create(definition, profile)  # suspended until its inputs are on the volume
+            self.schedules.snapshot(definition_id, definition.environment, root, files)
+            self.schedules.update(definition, profile)
         except Exception as e:
             self._remove_definition_quietly(definition_id)
             super().delete_job_definition(definition_id)
@@ -101,8 +101,6 @@ class CronJobDefinitions:
         return definition_id
 
     def update_job_definition(self, job_definition_id: str, model):
-        if not self.cron_jobs:  # hub mode: the stock TaskRunner, until the gateway has schedules
-            return super().update_job_definition(job_definition_id, model)
         return self._off_the_loop(self._update_job_definition, job_definition_id, model)
 
     def _update_job_definition(self, job_definition_id: str, model) -> None:
@@ -116,7 +114,7 @@ class CronJobDefinitions:
         try:
             if model.input_uri:
                 root, files = self._snapshot_source(described)
-                self.schedules.snapshot(self._definition(described), root, files)
+                self.schedules.snapshot(job_definition_id, described.runtime_environment_name, root, files)
             self.schedules.update(self._definition(described), resolve_profile(self.k8s, described.compute_type))
         except ScheduleError as e:
             raise SchedulerError(str(e)) from None
@@ -124,8 +122,6 @@ class CronJobDefinitions:
             raise SchedulerError(f"The job definition's CronJob is gone ({e}); delete the definition and create it again.") from None
 
     def delete_job_definition(self, job_definition_id: str):
-        if not self.cron_jobs:  # hub mode: the stock TaskRunner, until the gateway has schedules
-            return super().delete_job_definition(job_definition_id)
         return self._off_the_loop(self._delete_job_definition, job_definition_id)
 
     def _delete_job_definition(self, job_definition_id: str) -> None:
@@ -141,8 +137,6 @@ class CronJobDefinitions:
             log.exception("could not remove the Kubernetes objects of job definition %s", definition_id)
 
     def create_job_from_definition(self, job_definition_id: str, model):
-        if not self.cron_jobs:  # hub mode: the stock TaskRunner, until the gateway has schedules
-            return super().create_job_from_definition(job_definition_id, model)
         return self._off_the_loop(self._run_now, job_definition_id, model)
 
     def _run_now(self, job_definition_id: str, model) -> str:
@@ -217,12 +211,12 @@ class CronJobDefinitions:
         return imported
 
     def _import(self, definition: DescribeJobDefinition, jobs) -> int:
-        pod = self.schedules.start_holder(definition.job_definition_id, definition.runtime_environment_name)
+        self.schedules.start_holder(definition.job_definition_id, definition.runtime_environment_name)
         imported = 0
         try:
             for job in jobs:
                 try:
-                    self._import_one(definition, pod, job)
+                    self._import_one(definition, job)
                     imported += 1
                 except Exception as e:  # noqa: BLE001 - one run must not hold up the others
                     if is_transient(e):
@@ -232,12 +226,12 @@ class CronJobDefinitions:
                     log.exception("importing run %s failed", job.metadata.name)
                     self._end_run(job.metadata.uid, Outcome("failed", f"its outputs could not be imported: "
                                                                       f"{reasons.describe_error(e)}"))
-                    self.schedules.delete_run(job)
+                    self.schedules.delete_run(definition.job_definition_id, job.metadata.name)
         finally:
             self.schedules.remove_holder(definition.job_definition_id)
         return imported
 
-    def _import_one(self, definition: DescribeJobDefinition, pod: str, job) -> None:
+    def _import_one(self, definition: DescribeJobDefinition, job) -> None:
         """The run's outputs under the names jupyter-scheduler gives this run, its outcome, and
         then its files on the volume and its Job are removed."""
         with self.db_session() as session:
@@ -248,7 +242,8 @@ class CronJobDefinitions:
         spec = self._definition(definition)
         with tempfile.TemporaryDirectory(dir=staging_dir, prefix=".import-") as tmp:
             try:
-                result, written = self.schedules.receive_run(pod, job.metadata.name, tmp)
+                result, written = self.schedules.receive_run(definition.job_definition_id, job.metadata.name, tmp,
+                                                             self.k8s.output_size_limit)
             except transfer.CommandFailed:
                 result, written = None, []  # no result.json: the pod's or the Job's state says why
             renames = {name: os.path.basename(paths[fmt]) for fmt, name in spec.outputs.items() if fmt in paths}
@@ -259,13 +254,14 @@ class CronJobDefinitions:
                 os.makedirs(os.path.dirname(os.path.join(staging_dir, target)), exist_ok=True)
                 os.replace(os.path.join(tmp, rel), os.path.join(staging_dir, target))
                 (outputs if rel in renames else side_effects).append(target)
+        run = (definition.job_definition_id, job.metadata.name)
         if result is None:
-            pod_state = self.schedules.run_pod(job)
+            pod_state = self.schedules.run_pod(*run)
             message = (reasons.terminated_problem(pod_state) or reasons.job_problem(job)
                        or "the run ended without a result (its pod was lost or killed)")
             outcome = Outcome("failed", message, outputs, side_effects)
         else:
-            problem = reasons.result_problem(result, self.schedules.run_pod(job) if result.get("status") != "completed" else None)
+            problem = reasons.result_problem(result, self.schedules.run_pod(*run) if result.get("status") != "completed" else None)
             outcome = Outcome("failed" if problem else "completed", problem or "", outputs, side_effects)
         ended = job.status.completion_time if job.status else None
         if ended is None:
@@ -273,10 +269,10 @@ class CronJobDefinitions:
                 if job.status else None
         self._end_run(job.metadata.uid, outcome, _millis(ended))
         try:
-            self.schedules.forget_run(pod, job.metadata.name)
+            self.schedules.forget_run(*run)
         except transfer.TransferError as e:  # the volume's retention removes it later
             log.warning("could not remove run %s from its volume: %s", job.metadata.name, e)
-        self.schedules.delete_run(job)
+        self.schedules.delete_run(*run)
 
     def _end_run(self, job_id: str, outcome: Outcome, end_time: int = 0) -> None:
         self._manager(job_id).record_files(outcome)
@@ -294,7 +290,7 @@ class CronJobDefinitions:
         with self._import_lock:
             for job in self.schedules.list_runs(model.job_definition_id):
                 if job.metadata.uid == model.job_id:
-                    self.schedules.delete_run(job)
+                    self.schedules.delete_run(model.job_definition_id, job.metadata.name)
             with self.db_session() as session:
                 session.query(Job).filter(Job.job_id == model.job_id, Job.status.in_(ACTIVE + (Status.STOPPING,))).update(
                     {"status": status, "end_time": get_utc_timestamp(), "status_message": "stopped by the user"},

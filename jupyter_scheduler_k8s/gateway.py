@@ -36,6 +36,7 @@ from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .reasons import describe_error
 from .driver import EXECUTOR, KubeDriver, NotFound
 from .lifecycle import NotebookJob
+from .schedules import ScheduleError
 
 log = logging.getLogger(__name__)
 _CHUNK = 256 * 1024
@@ -196,7 +197,7 @@ def _refusal(e: BaseException) -> Refusal:
         return Refusal(404, str(e))
     if isinstance(e, transfer.CommandFailed):
         return Refusal(422, str(e))
-    if isinstance(e, UnknownProfileError):
+    if isinstance(e, (UnknownProfileError, ScheduleError)):
         return Refusal(400, str(e))
     if isinstance(e, ApiException):
         if e.status == 404:
@@ -411,11 +412,16 @@ class Input(_Stream):
         self.received, self.too_large, self.gone = 0, False, threading.Event()
         self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
         self.loop = asyncio.get_running_loop()
-        job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
         driver = self.driver()
-        await self.blocking(driver.check_pod, job_id, pod)
-        self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod)
+        pod, command = await self.target(driver)
+        self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod, command)
         self.sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # awaited by put(), if it comes
+
+    async def target(self, driver: KubeDriver):
+        """The checked pod the stream goes to, and the command that reads it there."""
+        job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
+        await self.blocking(driver.check_pod, job_id, pod)
+        return pod, EXECUTOR + ["stage-in"]
 
     def _too_large(self) -> Refusal:
         return Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes (the jobs gateway's "
@@ -433,9 +439,8 @@ class Input(_Stream):
             return  # read the rest, so that the client gets its 413 after sending
         await self.chunks.put(chunk)
 
-    def _send(self, driver: KubeDriver, pod: str) -> None:
-        with transfer.input_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
-                                   EXECUTOR + ["stage-in"]) as stdin:
+    def _send(self, driver: KubeDriver, pod: str, command) -> None:
+        with transfer.input_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER, command) as stdin:
             while True:
                 got = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop)
                 while True:
@@ -452,7 +457,7 @@ class Input(_Stream):
                     break
                 stdin.write(chunk)
 
-    async def put(self, job_id, pod):
+    async def put(self, *_path):
         if not self.too_large:
             await self.chunks.put(None)
         try:
@@ -475,12 +480,16 @@ class Output(_Stream):
     """GET the job pod's (or collector's) `stage-out` tar stream, as the pod sends it. It is
     untrusted: the user's server extracts it with safe_tar. Only its size is capped here."""
 
-    async def get(self, job_id, pod):
-        job_id, pod, component = self.job_id(job_id), self.pod_name(pod), _component(self)
-        driver = self.driver()
+    async def source(self, driver: KubeDriver):
+        """The checked pod the stream comes from, and the command that writes it there."""
+        job_id, pod, component = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1]), _component(self)
         await self.blocking(driver.check_pod, job_id, pod, component)
-        opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER,
-                                        EXECUTOR + ["stage-out"])
+        return pod, EXECUTOR + ["stage-out"]
+
+    async def get(self, *_path):
+        driver = self.driver()
+        pod, command = await self.source(driver)
+        opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER, command)
         stdout = await self.blocking(opened.__enter__)
         limit, sent = self.gateway.k8s.output_size_limit + _TAR_HEADERS, 0
         try:
@@ -635,7 +644,37 @@ def openapi(prefix: str) -> dict:
             base + "jobs/{job_id}/pods/{pod}/release": {"post": op("let the pod exit", params=[job, pod, component])},
             base + "jobs/{job_id}/pods/{pod}/log": {"get": op("the end of the pod's log", params=[job, pod, {
                 "name": "limit", "in": "query", "schema": {"type": "integer"}}])},
+            **schedule_paths(base, op),
         },
+    }
+
+
+def schedule_paths(base: str, op) -> dict:
+    """Job definitions (gateway_schedules.py): a CronJob and its volume per definition."""
+    d = {"name": "definition_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    run = {"name": "run", "in": "path", "required": True, "schema": {"type": "string"}}
+    refused = {"400": {"description": "invalid definition, schedule, time zone or profile"}}
+    return {
+        base + "runs": {"get": op("the user's runs of job definitions (Jobs)", params=[
+            {"name": "definition_id", "in": "query", "schema": {"type": "string"}}])},
+        base + "definitions/{definition_id}": {
+            "put": op("create the definition's volume and CronJob (suspended)", "201", refused, [d]),
+            "patch": op("update the CronJob (schedule, time zone, pause, template)", extra=refused, params=[d]),
+            "delete": op("delete the CronJob, its runs and its volume", "204", params=[d])},
+        base + "definitions/{definition_id}/runs": {"post": op("run now: a Job from the CronJob's template", "201",
+                                                               params=[d])},
+        base + "definitions/{definition_id}/runs/{run}": {"delete": op("delete the run's Job", "204", params=[d, run])},
+        base + "definitions/{definition_id}/runs/{run}/pod": {"get": op("the run's pod (null if gone)", params=[d, run])},
+        base + "definitions/{definition_id}/runs/{run}/forget": {"post": op("remove an imported run's files",
+                                                                            params=[d, run])},
+        base + "definitions/{definition_id}/runs/{run}/output": {"get": op(
+            "the run's stage-out tar stream", extra={"422": {"description": "stage-out failed"}}, params=[d, run])},
+        base + "definitions/{definition_id}/holder": {
+            "post": op("start the pod on the definition's volume", "201", params=[d]),
+            "delete": op("remove it", "204", params=[d])},
+        base + "definitions/{definition_id}/snapshot": {"put": op(
+            "stream a tar of the inputs as the new snapshot (the holder must run)",
+            extra={"413": {"description": "too large"}}, params=[d])},
     }
 
 
@@ -671,7 +710,7 @@ class Gateway:
             (p + f"jobs/{job}/stop", Stop), (p + f"jobs/{job}/collector", Collector),
             (p + f"jobs/{job}/pods/{pod}/input", Input), (p + f"jobs/{job}/pods/{pod}/output", Output),
             (p + f"jobs/{job}/pods/{pod}/release", Release), (p + f"jobs/{job}/pods/{pod}/log", Log),
-        ]
+        ] + gateway_schedules.routes(p)  # noqa: F821 - imported below: it builds on this module
         return web.Application(routes, gateway=self, hub_auth=self.hub_auth)
 
     def serve(self) -> None:
@@ -680,3 +719,6 @@ class Gateway:
         log.info("jobs gateway on %s:%d%s, jobs namespace %s", self.options.ip, self.options.port,
                  self.config_prefix, self.k8s.namespace)
         IOLoop.current().start()
+
+
+from . import gateway_schedules  # noqa: E402 - its handlers build on this module's

@@ -138,24 +138,29 @@ class GatewayDriver:
 
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
+        self._upload(f"jobs/{job_id}/pods/{quote(pod_name)}/input", root, files)
+
+    def _upload(self, path: str, root: str, files: Iterable[str]) -> None:
         """A tar of the files, made as it is sent (a thread writes it into a bounded queue)."""
         files = list(files)
         size = sum(os.path.getsize(os.path.join(root, f)) for f in files)
         chunks = _TarChunks(root, files)
         try:
             # A stream cannot be sent twice: a failure is the lifecycle's to try again.
-            self._request("PUT", f"jobs/{job_id}/pods/{quote(pod_name)}/input", body=chunks, retries=False,
-                          headers={wire.INPUT_BYTES_HEADER: str(size)},
+            self._request("PUT", path, body=chunks, retries=False, headers={wire.INPUT_BYTES_HEADER: str(size)},
                           timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=600))
         finally:
             chunks.close()
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
-        response = self._request("GET", f"jobs/{job_id}/pods/{quote(pod_name)}/output",
-                                 query={"component": component}, stream=True,
+        return self._download(f"jobs/{job_id}/pods/{quote(pod_name)}/output", {"component": component}, dest,
+                              size_limit, f"pod {pod_name}")
+
+    def _download(self, path: str, query: dict, dest: str, size_limit: int, what: str):
+        response = self._request("GET", path, query=query, stream=True,
                                  timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=600))
         try:
-            return transfer.extract_stage_out(_Reader(response), dest, size_limit, f"stage-out from pod {pod_name}",
+            return transfer.extract_stage_out(_Reader(response), dest, size_limit, f"stage-out from {what}",
                                               lambda: None)
         finally:
             response.release_conn()
@@ -169,6 +174,68 @@ class GatewayDriver:
         except NotFound:
             return None
         return response.data, int(response.headers.get("X-Jsk8s-Cut") or 0)
+
+
+class GatewaySchedules:
+    """schedules.KubeSchedules's methods, asked of the jobs gateway (gateway_schedules.py)."""
+
+    def __init__(self, driver: GatewayDriver):
+        self.gateway = driver
+
+    def _json(self, method: str, path: str, **kwargs):
+        return self.gateway._json(method, path, **kwargs)
+
+    @staticmethod
+    def _body(definition) -> dict:
+        return {"definition": {
+            "name": definition.name, "input_file": definition.input_file, "outputs": dict(definition.outputs),
+            "log_name": definition.log_name, "schedule": definition.schedule, "timezone": definition.timezone,
+            "active": definition.active, "parameters": dict(definition.parameters),
+            "compute_type": definition.compute_type, "environment": definition.environment}}
+
+    def create(self, definition, profile: dict) -> None:
+        """The gateway resolves the profile by name, from its own configuration."""
+        self._json("PUT", f"definitions/{definition.definition_id}", body=self._body(definition))
+
+    def update(self, definition, profile: dict) -> None:
+        self._json("PATCH", f"definitions/{definition.definition_id}", body=self._body(definition))
+
+    def delete(self, definition_id: str) -> None:
+        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}"))
+
+    def run_now(self, definition_id: str, parameters: Optional[dict] = None):
+        answer = self._json("POST", f"definitions/{definition_id}/runs", body={"parameters": parameters})
+        return wire.from_json(answer["job"], "V1Job")
+
+    def list_runs(self, definition_id: str = "") -> list:
+        answer = self._json("GET", "runs", query={"definition_id": definition_id or None})
+        return [wire.from_json(job, "V1Job") for job in answer["jobs"]]
+
+    def run_pod(self, definition_id: str, run_name: str):
+        return wire.from_json(self._json("GET", f"definitions/{definition_id}/runs/{run_name}/pod")["pod"], "V1Pod")
+
+    def delete_run(self, definition_id: str, run_name: str) -> None:
+        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}/runs/{run_name}"))
+
+    def start_holder(self, definition_id: str, environment: Optional[str] = None) -> str:
+        return self._json("POST", f"definitions/{definition_id}/holder", body={"environment": environment})["pod"]
+
+    def remove_holder(self, definition_id: str) -> None:
+        self._json("DELETE", f"definitions/{definition_id}/holder")
+
+    def snapshot(self, definition_id: str, environment: Optional[str], root: str, files: Iterable[str]) -> None:
+        self.start_holder(definition_id, environment)
+        try:
+            self.gateway._upload(f"definitions/{definition_id}/snapshot", root, files)
+        finally:
+            self.remove_holder(definition_id)
+
+    def receive_run(self, definition_id: str, run_name: str, dest: str, size_limit: int):
+        return self.gateway._download(f"definitions/{definition_id}/runs/{run_name}/output", {}, dest, size_limit,
+                                      f"run {run_name}")
+
+    def forget_run(self, definition_id: str, run_name: str) -> None:
+        self._json("POST", f"definitions/{definition_id}/runs/{run_name}/forget")
 
 
 def _absent(call):
@@ -273,4 +340,4 @@ class _TarChunks:
         self.closed.set()
 
 
-__all__ = ["GatewayDriver", "WaitTimeout"]
+__all__ = ["GatewayDriver", "GatewaySchedules", "WaitTimeout"]

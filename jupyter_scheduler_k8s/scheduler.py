@@ -25,7 +25,7 @@ from . import names, reasons
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
 from .definitions import CronJobDefinitions
-from .driver import KubeDriver, make_driver
+from .driver import make_driver
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
 
@@ -87,10 +87,8 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         self._recovery_stop = threading.Event()
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True)
         self._recovery_thread.start()
-        # Job definitions are CronJobs where the server talks to Kubernetes itself (definitions.py).
-        self.cron_jobs = isinstance(self.driver, KubeDriver)
-        if self.cron_jobs:
-            self._start_definitions()
+        # Job definitions are CronJobs (definitions.py), in both modes.
+        self._start_definitions()
 
     # ---- jobs in ------------------------------------------------------------------------------
     def create_job(self, model: CreateJob) -> str:
@@ -284,7 +282,7 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
 
     def _is_scheduled_run(self, record) -> bool:
         """A CronJob's run: the import round follows it, not the monitor or recovery."""
-        return self.cron_jobs and bool(record.job_definition_id)
+        return bool(record.job_definition_id)
 
     def _recovery_loop(self) -> None:
         while not self._recovery_stop.is_set():
@@ -296,8 +294,7 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
 
     def shutdown(self) -> None:
         self._recovery_stop.set()
-        if self.cron_jobs:
-            self._import_stop.set()
+        self._import_stop.set()
         self.monitor.stop()
         self._requests.shutdown(wait=False, cancel_futures=True)
 

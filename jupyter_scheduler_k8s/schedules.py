@@ -96,16 +96,17 @@ class KubeSchedules:
     def _annotations(self, d: Definition) -> dict:
         return names.annotations(self.owner, d.name, self.cfg.extra_annotations)
 
-    def create(self, definition: Definition, profile: dict, root: str, files: Iterable[str]) -> None:
-        """The volume, the input snapshot on it, then the CronJob: no run starts without inputs."""
+    def create(self, definition: Definition, profile: dict) -> None:
+        """The volume and the CronJob, suspended: the caller sends the snapshot and then sets the
+        definition's own state with update(), so that no run starts without inputs."""
         self.clients.api_client  # resolves the context, which the pull policy depends on
         cronjob = self.build_cronjob(definition, profile)  # refuses a bad time zone before anything exists
+        cronjob.spec.suspend = True
         name = names.definition_name(definition.definition_id)
         pvc = manifests.make_pvc(name, self.namespace, self._labels(definition, names.COMPONENT_SCHEDULE),
                                  self._annotations(definition), self.cfg.storage_size, self.cfg.storage_class)
         self.driver._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc,
                             self.clients.core.read_namespaced_persistent_volume_claim)
-        self.snapshot(definition, root, files)
         try:
             self.driver._create(self.clients.batch.create_namespaced_cron_job, cronjob,
                                 self.clients.batch.read_namespaced_cron_job)
@@ -124,12 +125,6 @@ class KubeSchedules:
                                                               cronjob.spec)})
         except ApiException as e:
             raise self._refused(e) from None
-
-    def set_active(self, definition_id: str, active: bool) -> None:
-        cronjob = self.read_cronjob(definition_id)
-        if cronjob is None:
-            raise NotFound(f"the CronJob of job definition {definition_id} is gone")
-        self.clients.batch.patch_namespaced_cron_job(cronjob.metadata.name, self.namespace, {"spec": {"suspend": not active}})
 
     @staticmethod
     def _refused(e: ApiException) -> Exception:
@@ -191,15 +186,29 @@ class KubeSchedules:
                 runs.append(job)
         return runs
 
-    def run_pod(self, job):
+    def read_run(self, definition_id: str, run_name: str):
+        """The owner's run Job of that name, made by the definition's CronJob; or None."""
+        job = _absent_on_404(self.clients.batch.read_namespaced_job, run_name, self.namespace)
+        cronjob = self.read_cronjob(definition_id) if job is not None and self.driver.owns(job) else None
+        if cronjob is None or not any(ref.uid == cronjob.metadata.uid for ref in job.metadata.owner_references or []):
+            return None
+        return job
+
+    def run_pod(self, definition_id: str, run_name: str):
         """The run's pod, if it is still there (for its termination reason)."""
+        job = self.read_run(definition_id, run_name)
+        if job is None:
+            return None
         pods = self.clients.core.list_namespaced_pod(
             self.namespace, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}").items
         return pods[-1] if pods else None
 
-    def delete_run(self, job) -> None:
-        _absent_on_404(self.clients.batch.delete_namespaced_job, job.metadata.name, self.namespace,
-                       body=_delete_options(job.metadata.uid, 0, "Background"))
+    def delete_run(self, definition_id: str, run_name: str) -> None:
+        """Deletes the run's Job (its pod gets SIGTERM). Gone already is done."""
+        job = self.read_run(definition_id, run_name)
+        if job is not None:
+            _absent_on_404(self.clients.batch.delete_namespaced_job, job.metadata.name, self.namespace,
+                           body=_delete_options(job.metadata.uid, 0, "Background"))
 
     # ---- the holder pod: the volume's files, read and written by exec ---------------------------
     def start_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600) -> str:
@@ -246,6 +255,17 @@ class KubeSchedules:
             raise answer
         return answer
 
+    def holder(self, definition_id: str) -> str:
+        """The name of the definition's running holder pod, checked: its controller is the
+        definition's volume, by uid. NotFound otherwise."""
+        name = names.definition_collector_name(definition_id)
+        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        pvc = self.read_volume(definition_id)
+        if pod is None or pvc is None or not self.driver.owns(pod) or not any(
+                ref.uid == pvc.metadata.uid for ref in pod.metadata.owner_references or []):
+            raise NotFound(f"job definition {definition_id} has no pod on its volume")
+        return name
+
     def remove_holder(self, definition_id: str) -> None:
         name = names.definition_collector_name(definition_id)
         pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
@@ -253,24 +273,40 @@ class KubeSchedules:
             _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace,
                            body=_delete_options(pod.metadata.uid, 0, "Background"))
 
-    def snapshot(self, definition: Definition, root: str, files: Iterable[str]) -> None:
+    def snapshot(self, definition_id: str, environment: Optional[str], root: str, files: Iterable[str]) -> None:
         """Sends the inputs as the definition's new snapshot (runs already started keep theirs)."""
-        pod = self.start_holder(definition.definition_id, definition.environment)
+        pod = self.start_holder(definition_id, environment)
         try:
-            transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER,
-                                EXECUTOR + ["snapshot-in"], root, list(files))
+            self.send_snapshot(pod, root, files)
         finally:
-            self.remove_holder(definition.definition_id)
+            self.remove_holder(definition_id)
 
-    def receive_run(self, pod: str, run_name: str, dest: str):
+    def send_snapshot(self, pod: str, root: str, files: Iterable[str]) -> None:
+        transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER, SNAPSHOT_IN, root, list(files))
+
+    def receive_run(self, definition_id: str, run_name: str, dest: str, size_limit: int):
         """A run's outputs from the volume, through the holder pod; returns (result, written)."""
-        return transfer.receive_outputs(self.clients.core, self.namespace, pod, manifests.CONTAINER,
-                                        EXECUTOR + ["--job-dir", f"{manifests.JOB_DIR}/runs/{run_name}", "stage-out"],
-                                        dest, self.cfg.output_size_limit)
+        return transfer.receive_outputs(self.clients.core, self.namespace, self.holder(definition_id),
+                                        manifests.CONTAINER, stage_out_run(run_name), dest, size_limit)
 
-    def forget_run(self, pod: str, run_name: str) -> None:
-        transfer.run_command(self.clients.core, self.namespace, pod, manifests.CONTAINER,
+    def forget_run(self, definition_id: str, run_name: str) -> None:
+        transfer.run_command(self.clients.core, self.namespace, self.holder(definition_id), manifests.CONTAINER,
                              EXECUTOR + ["forget-run", run_name])
+
+
+SNAPSHOT_IN = EXECUTOR + ["snapshot-in"]
+
+
+def stage_out_run(run_name: str) -> list:
+    return EXECUTOR + ["--job-dir", f"{manifests.JOB_DIR}/runs/{run_name}", "stage-out"]
+
+
+def make_schedules(driver):
+    """Schedules through the same way as the driver: the jobs gateway's client in hub mode."""
+    if isinstance(driver, KubeDriver):
+        return KubeSchedules(driver)
+    from .gateway_client import GatewaySchedules
+    return GatewaySchedules(driver)
 
 
 def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:
@@ -282,4 +318,5 @@ def input_files(root: str, package_input_folder: bool, input_file: str) -> List[
     return files
 
 
-__all__ = ["Definition", "KubeSchedules", "ScheduleError", "check_timezone", "input_files", "is_finished"]
+__all__ = ["Definition", "KubeSchedules", "ScheduleError", "check_timezone", "input_files", "is_finished",
+           "make_schedules"]

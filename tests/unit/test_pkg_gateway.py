@@ -90,5 +90,6 @@ def test_openapi_lists_every_route():
     routes = {rule.matcher.regex.pattern.rstrip("$") for rule in gateway.app().default_router.rules[0].target.rules}
     prefix = "/services/jobs-gateway"
     documented = {prefix + path.replace("{job_id}", "([^/]+)").replace("{pod}", "([^/]+)")
+                  .replace("{definition_id}", "([^/]+)").replace("{run}", "([^/]+)")
                   for path in openapi(prefix + "/")["paths"]}
     assert routes == documented

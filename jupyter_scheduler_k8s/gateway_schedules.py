@@ -1,0 +1,199 @@
+"""The jobs gateway's endpoints for job definitions (schedules.py, docs/design.md "Schedules").
+
+The user's server describes a definition by names and values only; the gateway builds the
+CronJob and the volume from its own configuration, with the authenticated user as owner, so the
+admission policy and the Role apply exactly as to jobs. Another user's definition or run reads as
+absent: 404.
+"""
+import json
+
+from . import wire
+from .config import resolve_profile
+from .gateway import BaseHandler, Input, Output, Refusal
+from .schedules import Definition, KubeSchedules, stage_out_run, SNAPSHOT_IN
+
+_TEXT_LIMIT = 256
+
+
+def _text(value, what, optional=False, limit=_TEXT_LIMIT):
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit or (not optional and not value):
+        raise Refusal(400, f"invalid {what}")
+    return value
+
+
+def _file_name(value, what):
+    if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
+        raise Refusal(400, f"invalid {what}")
+    return value
+
+
+def definition_from_request(definition_id: str, body) -> Definition:
+    d = body.get("definition") if isinstance(body, dict) else None
+    if not isinstance(d, dict):
+        raise Refusal(400, "expected {\"definition\": {...}}")
+    outputs, parameters = d.get("outputs") or {}, d.get("parameters") or {}
+    if not isinstance(outputs, dict) or not isinstance(parameters, dict):
+        raise Refusal(400, "outputs and parameters must be objects")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None))):
+            raise Refusal(400, "parameters must map names to plain values")
+    if len(json.dumps(parameters)) > 128 * 1024:
+        raise Refusal(413, "the definition's parameters exceed 128 KiB")
+    if not isinstance(d.get("active", True), bool):
+        raise Refusal(400, "invalid active")
+    return Definition(
+        definition_id=definition_id, name=(_text(d.get("name"), "name", optional=True) or ""),
+        input_file=_file_name(d.get("input_file"), "input_file"),
+        outputs={_file_name(fmt, "output format"): _file_name(name, "output name") for fmt, name in outputs.items()},
+        log_name=_file_name(d.get("log_name"), "log_name"), schedule=_text(d.get("schedule"), "schedule"),
+        timezone=_text(d.get("timezone"), "timezone", optional=True), active=d.get("active", True),
+        parameters=dict(parameters), compute_type=_text(d.get("compute_type"), "compute_type", optional=True),
+        environment=_text(d.get("environment"), "environment", optional=True))
+
+
+class _DefinitionHandler(BaseHandler):
+    def schedules(self) -> KubeSchedules:
+        return KubeSchedules(self.driver())
+
+    def definition_id(self, value: str) -> str:
+        if not wire.JOB_ID.match(value):
+            raise Refusal(404, "no such job definition")
+        return value
+
+    def run_name(self, value: str) -> str:
+        if not wire.POD_NAME.match(value) or len(value) > 63:
+            raise Refusal(404, "no such run")
+        return value
+
+    def json_body(self):
+        try:
+            return json.loads(self.request.body or b"null")
+        except ValueError:
+            raise Refusal(400, "the body is not JSON") from None
+
+    async def existing(self, schedules: KubeSchedules, definition_id: str):
+        if await self.blocking(schedules.read_cronjob, definition_id) is None:
+            raise Refusal(404, "no such job definition")
+
+
+class DefinitionHandler(_DefinitionHandler):
+    async def put(self, definition_id):
+        definition = definition_from_request(self.definition_id(definition_id), self.json_body())
+        profile = resolve_profile(self.gateway.k8s, definition.compute_type)
+        await self.blocking(self.schedules().create, definition, profile)
+        self.send_json({"created": True}, status=201)
+
+    async def patch(self, definition_id):
+        definition = definition_from_request(self.definition_id(definition_id), self.json_body())
+        profile = resolve_profile(self.gateway.k8s, definition.compute_type)
+        await self.blocking(self.schedules().update, definition, profile)
+        self.send_json({"updated": True})
+
+    async def delete(self, definition_id):
+        definition_id, schedules = self.definition_id(definition_id), self.schedules()
+
+        def delete():
+            if schedules.read_cronjob(definition_id) is None and schedules.read_volume(definition_id) is None:
+                raise Refusal(404, "no such job definition")
+            schedules.delete(definition_id)
+        await self.blocking(delete)
+        self.set_status(204)
+        self.finish()
+
+
+class Runs(_DefinitionHandler):
+    async def get(self):
+        definition_id = self.get_argument("definition_id", "")
+        if definition_id:
+            self.definition_id(definition_id)
+        jobs = await self.blocking(self.schedules().list_runs, definition_id)
+        self.send_json({"jobs": [wire.to_json(job) for job in jobs]})
+
+
+class RunNow(_DefinitionHandler):
+    async def post(self, definition_id):
+        definition_id, body = self.definition_id(definition_id), self.json_body() or {}
+        parameters = body.get("parameters") if isinstance(body, dict) else None
+        if parameters is not None and (not isinstance(parameters, dict) or any(
+                not isinstance(k, str) or not isinstance(v, (str, int, float, bool, type(None)))
+                for k, v in parameters.items())):
+            raise Refusal(400, "parameters must map names to plain values")
+        job = await self.blocking(self.schedules().run_now, definition_id, parameters)
+        self.send_json({"job": wire.to_json(job)}, status=201)
+
+
+class Run(_DefinitionHandler):
+    async def delete(self, definition_id, run):
+        definition_id, run, schedules = self.definition_id(definition_id), self.run_name(run), self.schedules()
+        if await self.blocking(schedules.read_run, definition_id, run) is None:
+            raise Refusal(404, "no such run")
+        await self.blocking(schedules.delete_run, definition_id, run)
+        self.set_status(204)
+        self.finish()
+
+
+class RunPod(_DefinitionHandler):
+    async def get(self, definition_id, run):
+        pod = await self.blocking(self.schedules().run_pod, self.definition_id(definition_id), self.run_name(run))
+        self.send_json({"pod": wire.to_json(pod)})
+
+
+class ForgetRun(_DefinitionHandler):
+    async def post(self, definition_id, run):
+        await self.blocking(self.schedules().forget_run, self.definition_id(definition_id), self.run_name(run))
+        self.send_json({"forgotten": True})
+
+
+class Holder(_DefinitionHandler):
+    async def post(self, definition_id):
+        definition_id, body = self.definition_id(definition_id), self.json_body() or {}
+        environment = _text(body.get("environment") if isinstance(body, dict) else None, "environment", optional=True)
+        schedules = self.schedules()
+        await self.existing(schedules, definition_id)
+        pod = await self.blocking(schedules.start_holder, definition_id, environment)
+        self.send_json({"pod": pod}, status=201)
+
+    async def delete(self, definition_id):
+        await self.blocking(self.schedules().remove_holder, self.definition_id(definition_id))
+        self.set_status(204)
+        self.finish()
+
+
+class Snapshot(Input):
+    """PUT a tar stream: it becomes the definition's new input snapshot, through the pod on its
+    volume, which the client starts first (Holder)."""
+
+    async def target(self, driver):
+        definition_id = self.path_args[0]
+        if not wire.JOB_ID.match(definition_id):
+            raise Refusal(404, "no such job definition")
+        pod = await self.blocking(KubeSchedules(driver).holder, definition_id)
+        return pod, SNAPSHOT_IN
+
+
+class RunOutput(Output):
+    """GET a run's stage-out stream from the definition's volume, through its holder pod."""
+
+    async def source(self, driver):
+        definition_id, run = self.path_args
+        if not wire.JOB_ID.match(definition_id) or not wire.POD_NAME.match(run) or len(run) > 63:
+            raise Refusal(404, "no such run")
+        pod = await self.blocking(KubeSchedules(driver).holder, definition_id)
+        return pod, stage_out_run(run)
+
+
+def routes(prefix: str) -> list:
+    d, r = r"([^/]+)", r"([^/]+)"
+    return [
+        (prefix + "runs", Runs),
+        (prefix + f"definitions/{d}", DefinitionHandler),
+        (prefix + f"definitions/{d}/runs", RunNow),
+        (prefix + f"definitions/{d}/runs/{r}", Run),
+        (prefix + f"definitions/{d}/runs/{r}/pod", RunPod),
+        (prefix + f"definitions/{d}/runs/{r}/forget", ForgetRun),
+        (prefix + f"definitions/{d}/runs/{r}/output", RunOutput),
+        (prefix + f"definitions/{d}/holder", Holder),
+        (prefix + f"definitions/{d}/snapshot", Snapshot),
+    ]
