@@ -136,7 +136,10 @@ class Run(_DefinitionHandler):
 
 class RunPod(_DefinitionHandler):
     async def get(self, definition_id, run):
-        pod = await self.blocking(self.schedules().run_pod, self.definition_id(definition_id), self.run_name(run))
+        definition_id, run, schedules = self.definition_id(definition_id), self.run_name(run), self.schedules()
+        if await self.blocking(schedules.read_run, definition_id, run) is None:
+            raise Refusal(404, "no such run")
+        pod = await self.blocking(schedules.run_pod, definition_id, run)
         self.send_json({"pod": wire.to_json(pod)})
 
 

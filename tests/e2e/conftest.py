@@ -182,6 +182,26 @@ def jobs_namespace(installed_chart, core, batch):
     core.delete_collection_namespaced_persistent_volume_claim(installed_chart)
 
 
+def finished_runs(batch, namespace, definition_id) -> set:
+    """The names of a job definition's finished run Jobs (not yet imported and deleted)."""
+    from jupyter_scheduler_k8s import names
+    selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
+    return {j.metadata.name for j in batch.list_namespaced_job(namespace, label_selector=selector).items
+            if j.status and (j.status.succeeded or j.status.failed)}
+
+
+def wait_new_finished_runs(batch, namespace, definition_id, count, timeout=200) -> set:
+    """Waits (as the admin, while no server imports) until `count` more runs than now have
+    finished; returns their names."""
+    seen, before = set(), finished_runs(batch, namespace, definition_id)
+    deadline = time.monotonic() + timeout
+    while len(seen - before) < count:
+        assert time.monotonic() < deadline, f"only {len(seen - before)} new runs finished in {timeout}s"
+        seen |= finished_runs(batch, namespace, definition_id)
+        time.sleep(2)
+    return seen - before
+
+
 def write_notebook(path, *sources, kernel="python3", parameters_cell=None):
     nb = nbformat.v4.new_notebook()
     if kernel:

@@ -109,6 +109,17 @@ def job_endpoints(job: str, pod: str) -> list:
             ("POST", f"{job}/pods/{pod}/release", None), ("GET", f"{job}/pods/{pod}/log", None)]
 
 
+def definition_endpoints(definition: str, run: str) -> list:
+    """(method, url, body) of every gateway endpoint that names one job definition (its URL,
+    `definition`) or one of its runs."""
+    body = {"definition": {"input_file": "x.ipynb", "outputs": {}, "log_name": "x.log", "schedule": "* * * * *"}}
+    return [("PUT", definition, body), ("PATCH", definition, body), ("DELETE", definition, None),
+            ("POST", f"{definition}/runs", {}), ("DELETE", f"{definition}/runs/{run}", None),
+            ("GET", f"{definition}/runs/{run}/pod", None), ("POST", f"{definition}/runs/{run}/forget", None),
+            ("GET", f"{definition}/runs/{run}/output", None), ("POST", f"{definition}/holder", {}),
+            ("PUT", f"{definition}/snapshot", b"x" * 1024)]
+
+
 class Hub(ManagedProcess):
     """JupyterHub on `ip` (the node's address: pods reach it there). start() again after stop()
     brings the same hub back, with its users and tokens, on the same port."""

@@ -11,7 +11,7 @@ import pytest
 
 from jupyter_scheduler_k8s import names
 
-from .conftest import leftovers, write_notebook
+from .conftest import finished_runs, leftovers, wait_new_finished_runs, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -20,23 +20,6 @@ EVERY_MINUTE = "* * * * *"
 
 def _cronjob(batch, namespace, definition_id):
     return batch.read_namespaced_cron_job(names.definition_name(definition_id), namespace)
-
-
-def _finished_jobs(batch, namespace, definition_id) -> set:
-    selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
-    return {j.metadata.name for j in batch.list_namespaced_job(namespace, label_selector=selector).items
-            if j.status and (j.status.succeeded or j.status.failed)}
-
-
-def _wait_new_finished_runs(batch, namespace, definition_id, count, timeout=200) -> set:
-    """Waits (as the admin, with no server up) until `count` more runs than now have finished."""
-    seen, before = set(), _finished_jobs(batch, namespace, definition_id)
-    deadline = time.monotonic() + timeout
-    while len(seen - before) < count:
-        assert time.monotonic() < deadline, f"only {len(seen - before)} new runs finished in {timeout}s"
-        seen |= _finished_jobs(batch, namespace, definition_id)
-        time.sleep(2)
-    return seen - before
 
 
 def _volume_runs(core, namespace, definition_id, image) -> list:
@@ -96,7 +79,7 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
 
     # The server goes away (as a culled one does); the CronJob goes on.
     server.stop()
-    made_while_down = _wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
+    made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
     server = make_server(name="scheduled", schedule_import_interval_seconds=3)
     runs = server.wait_runs(definition_id, len(first) + len(made_while_down), timeout=120)
     for run in runs:
@@ -108,7 +91,7 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
     server.update_definition(definition_id, active=False)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is True
     time.sleep(5)  # a run that had started just before the pause may still finish
-    before = _finished_jobs(batch, jobs_namespace, definition_id) | {
+    before = finished_runs(batch, jobs_namespace, definition_id) | {
         j.metadata.name for j in batch.list_namespaced_job(
             jobs_namespace, label_selector=names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items}
     time.sleep(70)
@@ -135,7 +118,7 @@ def test_a_failing_schedule_keeps_only_its_newest_runs(make_server, core, batch,
     write_notebook(str(server.root / "broken.ipynb"), "print('before the error')", "1 / 0")
     definition_id = server.create_definition("broken.ipynb")
     server.stop()  # nothing imports until the end
-    made = _wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
+    made = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
     kept = _volume_runs(core, jobs_namespace, definition_id, executor_image)
     assert len(kept) == 1 and kept[0] in made and kept[0] == max(made), (kept, made)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.failed_jobs_history_limit == 1

@@ -16,8 +16,8 @@ from kubernetes import client
 
 from jupyter_scheduler_k8s import names
 
-from .conftest import leftovers
-from .hub import call, job_endpoints
+from .conftest import leftovers, wait_new_finished_runs
+from .hub import call, definition_endpoints, job_endpoints
 from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall, our_values
 
 pytestmark = pytest.mark.e2e
@@ -131,6 +131,51 @@ def test_a_restarted_server_finds_its_job_finished(users, core, batch):
     assert job["status"] == "COMPLETED", job["status_message"]
     files = alice.download(job_id)
     assert b"slept" in next(v for k, v in files.items() if k.endswith(".html"))
+    assert leftovers(core, batch, JOBS_NS) == []
+
+
+def test_a_schedule_runs_while_the_server_is_stopped(users, core, batch):
+    """A job definition is a CronJob that the gateway made as alice's. It runs while her server
+    is up; stopped through the hub's API, the server misses nothing: the runs of the next two
+    minutes are listed with their outputs when it is back. Bob's token reaches none of it."""
+    alice, bob = users["alice"], users["bob"]
+    alice.put_notebook("minutely.ipynb", notebook("import datetime\nprint('ran at', datetime.datetime.now())"))
+    definition_id = alice.create_definition("minutely.ipynb", output_formats=["ipynb", "html"])
+    cronjob = batch.read_namespaced_cron_job(names.definition_name(definition_id), JOBS_NS)
+    assert cronjob.metadata.annotations[names.ANNOTATION_USERNAME] == "alice"
+    assert (cronjob.spec.schedule, cronjob.spec.time_zone, cronjob.spec.concurrency_policy) == ("* * * * *", "UTC", "Forbid")
+
+    def check(run):
+        assert run["status"] == "COMPLETED", run["status_message"]
+        files = alice.download(run["job_id"])
+        assert b"ran at" in next(v for k, v in files.items() if k.endswith(".html"))
+        assert b"ran at" in next(v for k, v in files.items() if k.endswith(".log"))
+
+    runs = [r for r in alice.wait_runs(definition_id, 1, timeout=200) if r["status"] != "IN_PROGRESS"]
+    check(runs[0])
+
+    # Bob's token, through the proxy, on every gateway endpoint that names alice's definition.
+    gateway = f"{alice.hub.url}/services/jobs-gateway/api/v1"
+    run_name = names.definition_name(definition_id) + "-29000000"
+    for method, url, body in definition_endpoints(f"{gateway}/definitions/{definition_id}", run_name):
+        status, answer, _ = call(url, method, bob.token, body)
+        assert status == 404, (method, url, status, answer)
+    status, answer, _ = call(f"{gateway}/runs?definition_id={definition_id}", "GET", bob.token)
+    assert status == 200 and answer["jobs"] == []
+    assert bob.runs(definition_id) == []
+
+    alice.stop_server()
+    made = wait_new_finished_runs(batch, JOBS_NS, definition_id, 2)
+    alice.start_server()
+    runs = alice.wait_runs(definition_id, len(runs) + len(made), timeout=200)
+    for run in runs:
+        if run["status"] != "IN_PROGRESS":
+            check(run)
+
+    alice.update_definition(definition_id, active=False)
+    assert batch.read_namespaced_cron_job(names.definition_name(definition_id), JOBS_NS).spec.suspend is True
+    alice.delete_definition(definition_id)
+    assert alice.runs(definition_id) == []
     assert leftovers(core, batch, JOBS_NS) == []
 
 

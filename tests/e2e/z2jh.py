@@ -266,6 +266,39 @@ class HubUser:
         answer = self.server("DELETE", f"/scheduler/jobs/{job_id}")
         assert answer.status_code == 204, answer.text
 
+    # ---- job definitions (schedules) -------------------------------------------------------------
+    def create_definition(self, input_uri: str, schedule: str = "* * * * *", **fields) -> str:
+        body = {"input_uri": input_uri, "name": Path(input_uri).stem, "output_formats": ["ipynb"],
+                "runtime_environment_name": self.environments()[0]["name"], "schedule": schedule, "timezone": "UTC"}
+        body.update(fields)
+        answer = self.server("POST", "/scheduler/job_definitions", body)
+        assert answer.status_code == 200, f"{answer.text}\n{self.log_tail()}"
+        return answer.json()["job_definition_id"]
+
+    def update_definition(self, definition_id: str, **fields) -> None:
+        answer = self.server("PATCH", f"/scheduler/job_definitions/{definition_id}", fields)
+        assert answer.status_code == 204, answer.text
+
+    def delete_definition(self, definition_id: str) -> None:
+        answer = self.server("DELETE", f"/scheduler/job_definitions/{definition_id}")
+        assert answer.status_code == 204, answer.text
+
+    def runs(self, definition_id: str) -> list:
+        answer = self.server("GET", f"/scheduler/jobs?job_definition_id={definition_id}&max_items=1000")
+        answer.raise_for_status()
+        return sorted(answer.json()["jobs"], key=lambda j: j["create_time"])
+
+    def wait_runs(self, definition_id: str, count: int, timeout: float = 240) -> list:
+        """Waits until at least `count` runs of the definition have ended; returns the runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs(definition_id)
+            if sum(r["status"] in ("COMPLETED", "FAILED") for r in runs) >= count:
+                return runs
+            assert time.monotonic() < deadline, (f"{count} ended runs not listed after {timeout}s: "
+                                                 f"{[r['status'] for r in runs]}\n{self.log_tail()}")
+            time.sleep(2)
+
     def download(self, job_id: str) -> dict:
         """What the job list's download button does (the outputs are copied next to the input),
         then each file as the browser fetches it: {path relative to the output folder: bytes}."""
