@@ -30,6 +30,8 @@ def scheduler(tmp_path):
     # The test calls recover() itself: the background rounds must not take its jobs first.
     s._recovery_stop.set()
     s._recovery_thread.join(10)
+    s._import_stop.set()
+    s._import_thread.join(10)
     yield s
     s.shutdown()
 
@@ -84,6 +86,18 @@ class RacingRun:
     def collect_from_volume(self):
         self.collected.append("stop")
         return {"status": "failed"}, []
+
+
+def test_schedules_are_left_to_the_cronjob_controller(scheduler, monkeypatch):
+    """No in-server TaskRunner fires definitions (their CronJobs do), and recovery leaves the runs
+    of a CronJob to the import round, which knows them by their Job."""
+    assert scheduler.task_runner is None
+    run = _add(scheduler, "scheduled", job_definition_id="d1")
+    plain = _add(scheduler, "plain", compute_type="small")
+    tracked = []
+    monkeypatch.setattr(scheduler.monitor, "track", lambda run, submit=True: tracked.append(run.job.job_id))
+    assert scheduler.recover() == 1 and tracked == [plain]
+    assert scheduler.get_job(run, job_files=False).status == Status.IN_PROGRESS
 
 
 def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
