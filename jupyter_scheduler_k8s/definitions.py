@@ -24,7 +24,6 @@ from . import names, reasons, transfer
 from .config import UnknownProfileError, resolve_profile
 from .driver import NotFound
 from .lifecycle import LOG_FORMAT, Outcome, is_transient
-from .safe_tar import UnsafeOutputError
 from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished, make_schedules
 
 log = logging.getLogger(__name__)

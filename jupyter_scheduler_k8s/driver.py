@@ -173,16 +173,18 @@ class KubeDriver:
         pvc = self.read_volume(job.job_id)
         if pvc is None:
             raise NotFound(f"the volume of job {job.job_id} is gone")
-        name = names.collector_name(job.job_id)
-        pod = manifests.make_collector_pod(
-            name, self.namespace,
+        self.create_pod_on_volume(
+            names.collector_name(job.job_id), pvc,
             names.labels(job.job_id, names.COMPONENT_COLLECTOR, self.owner, job.job_name, self.cfg.extra_labels),
-            names.annotations(self.owner, job.job_name, self.cfg.extra_annotations),
-            image=image_for(self.cfg, job.environment),
+            names.annotations(self.owner, job.job_name, self.cfg.extra_annotations), job.environment, hold_seconds)
+
+    def create_pod_on_volume(self, name: str, pvc, labels: dict, annotations: dict, environment, hold_seconds: int):
+        """A pod that mounts the PVC and holds it (`jsk8s-executor hold`) for exec. Owned by the
+        PVC: that uid is how it is told from a forged pod, and it goes when the PVC does."""
+        pod = manifests.make_collector_pod(
+            name, self.namespace, labels, annotations, image=image_for(self.cfg, environment),
             pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
             pvc_name=pvc.metadata.name, hold_seconds=hold_seconds)
-        # Owned by the PVC: that uid is how the collector is told from a forged pod, and the
-        # collector goes when the PVC does.
         pod.metadata.owner_references = [V1OwnerReference(
             api_version="v1", kind="PersistentVolumeClaim", name=pvc.metadata.name, uid=pvc.metadata.uid)]
         try:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kubernetes.client import V1OwnerReference
 from kubernetes.client.rest import ApiException
 
 from . import manifests, names, reasons, transfer
@@ -218,20 +217,10 @@ class KubeSchedules:
         if pvc is None:
             raise NotFound(f"the volume of job definition {definition_id} is gone")
         name = names.definition_collector_name(definition_id)
-        labels = names.definition_labels(definition_id, names.COMPONENT_COLLECTOR, self.owner,
-                                         extra=self.cfg.extra_labels)
-        pod = manifests.make_collector_pod(
-            name, self.namespace, labels, names.annotations(self.owner, extra=self.cfg.extra_annotations),
-            image=image_for(self.cfg, environment),
-            pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
-            pvc_name=pvc.metadata.name, hold_seconds=hold_seconds)
-        pod.metadata.owner_references = [V1OwnerReference(
-            api_version="v1", kind="PersistentVolumeClaim", name=pvc.metadata.name, uid=pvc.metadata.uid)]
-        try:
-            self.clients.core.create_namespaced_pod(self.namespace, pod)
-        except ApiException as e:
-            if e.status != 409:
-                raise
+        self.driver.create_pod_on_volume(
+            name, pvc, names.definition_labels(definition_id, names.COMPONENT_COLLECTOR, self.owner,
+                                               extra=self.cfg.extra_labels),
+            names.annotations(self.owner, extra=self.cfg.extra_annotations), environment, hold_seconds)
 
         def running(p):
             if p is None or p.metadata.deletion_timestamp is not None:
