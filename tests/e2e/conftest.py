@@ -190,12 +190,13 @@ def finished_runs(batch, namespace, definition_id) -> set:
             if j.status and (j.status.succeeded or j.status.failed)}
 
 
-def wait_new_finished_runs(batch, namespace, definition_id, count, timeout=200) -> set:
+def wait_new_finished_runs(batch, namespace, definition_id, count, min_seconds=0, timeout=300) -> set:
     """Waits (as the admin, while no server imports) until `count` more runs than now have
-    finished; returns their names."""
+    finished, and at least `min_seconds` have passed; returns their names."""
     seen, before = set(), finished_runs(batch, namespace, definition_id)
-    deadline = time.monotonic() + timeout
-    while len(seen - before) < count:
+    start = time.monotonic()
+    deadline = start + timeout
+    while len(seen - before) < count or time.monotonic() - start < min_seconds:
         assert time.monotonic() < deadline, f"only {len(seen - before)} new runs finished in {timeout}s"
         seen |= finished_runs(batch, namespace, definition_id)
         time.sleep(2)

@@ -79,7 +79,7 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
 
     # The server goes away (as a culled one does); the CronJob goes on.
     server.stop()
-    made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
+    made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2, min_seconds=120)
     server = make_server(name="scheduled", schedule_import_interval_seconds=3)
     runs = server.wait_runs(definition_id, len(first) + len(made_while_down), timeout=120)
     for run in runs:

@@ -165,7 +165,7 @@ def test_a_schedule_runs_while_the_server_is_stopped(users, core, batch):
     assert bob.runs(definition_id) == []
 
     alice.stop_server()
-    made = wait_new_finished_runs(batch, JOBS_NS, definition_id, 2)
+    made = wait_new_finished_runs(batch, JOBS_NS, definition_id, 2, min_seconds=120)
     alice.start_server()
     runs = alice.wait_runs(definition_id, len(runs) + len(made), timeout=200)
     for run in runs:
