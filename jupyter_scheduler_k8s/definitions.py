@@ -126,7 +126,13 @@ class CronJobDefinitions:
     def _delete_job_definition(self, job_definition_id: str) -> None:
         # The CronJob first, so that no new run starts; its Jobs and pods go with it.
         self.schedules.delete(job_definition_id)
-        super().delete_job_definition(job_definition_id)  # the runs' records and staging files
+        # The runs here, on this thread: upstream's delete_job for each would queue behind this
+        # very request on the request threads.
+        with self.db_session() as session:
+            runs = [job_id for (job_id,) in session.query(Job.job_id).filter(Job.job_definition_id == job_definition_id)]
+        for job_id in runs:
+            self._delete_job(job_id)
+        super().delete_job_definition(job_definition_id)
         shutil.rmtree(os.path.join(self.staging_path, job_definition_id), ignore_errors=True)
 
     def _remove_definition_quietly(self, definition_id: str) -> None:

@@ -218,12 +218,15 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
             record = session.query(Job).filter(Job.job_id == job_id).one()
             model = DescribeJob.from_orm(record)
         if self._is_scheduled_run(model):
-            self._end_scheduled_run(model, Status.STOPPED)
-        elif model.status in ACTIVE + (Status.STOPPING,):
-            self._stop_job(job_id, collect=False)
-        self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
-        self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
-        self.driver.delete(job_id)
+            # Its Job is the CronJob's; one that ended was deleted when the run was imported.
+            if model.status in ACTIVE + (Status.STOPPING,):
+                self._end_scheduled_run(model, Status.STOPPED)
+        else:
+            if model.status in ACTIVE + (Status.STOPPING,):
+                self._stop_job(job_id, collect=False)
+            self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
+            self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
+            self.driver.delete(job_id)
         staging_paths = self.get_staging_paths(model)
         if staging_paths:
             shutil.rmtree(os.path.dirname(staging_paths["input"]), ignore_errors=True)

@@ -7,7 +7,7 @@ import time
 import pytest
 from jupyter_scheduler.environments import CondaEnvironmentManager
 from jupyter_scheduler.models import Status
-from jupyter_scheduler.orm import Job, create_tables
+from jupyter_scheduler.orm import Job, JobDefinition, create_tables
 from traitlets.config import Config
 
 from jupyter_scheduler_k8s.scheduler import K8sScheduler
@@ -98,6 +98,33 @@ def test_schedules_are_left_to_the_cronjob_controller(scheduler, monkeypatch):
     monkeypatch.setattr(scheduler.monitor, "track", lambda run, submit=True: tracked.append(run.job.job_id))
     assert scheduler.recover() == 1 and tracked == [plain]
     assert scheduler.get_job(run, job_files=False).status == Status.IN_PROGRESS
+
+
+def test_definitions_deleted_at_once_do_not_wait_on_each_other(scheduler, monkeypatch):
+    """Deleting a definition deletes its runs on the same request thread: three deletions at once,
+    with two request threads, all finish."""
+    monkeypatch.setattr(scheduler.schedules, "delete", lambda definition_id: time.sleep(0.2))
+    definitions = []
+    with scheduler.db_session() as session:
+        for n in range(3):
+            definition = JobDefinition(name=f"d{n}", input_filename="a.ipynb", runtime_environment_name="default",
+                                       schedule="* * * * *")
+            session.add(definition)
+            session.commit()
+            definitions.append(definition.job_definition_id)
+            for _ in range(2):
+                session.add(Job(name=f"r{n}", input_filename="a.ipynb", runtime_environment_name="default",
+                                output_formats=["ipynb"], status=Status.COMPLETED,
+                                job_definition_id=definition.job_definition_id))
+            session.commit()
+    threads = [threading.Thread(target=scheduler.delete_job_definition, args=(d,)) for d in definitions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    with scheduler.db_session() as session:
+        assert session.query(Job).count() == 0 and session.query(JobDefinition).count() == 0
 
 
 def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
