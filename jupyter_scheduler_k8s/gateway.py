@@ -236,13 +236,24 @@ class WhoAmI(BaseHandler):
                         "missing_permissions": missing})
 
 
+def file_name(value, what: str) -> str:
+    """A plain file name from a request (no directory part), or a 400."""
+    if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
+        raise Refusal(400, f"invalid {what}")
+    return value
+
+
+def plain_parameters(parameters) -> None:
+    """Parameters from a request map names to plain values, or a 400."""
+    if not isinstance(parameters, dict) or any(
+            not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None)))
+            for key, value in parameters.items()):
+        raise Refusal(400, "parameters must map names to plain values")
+
+
 def _job_from_request(job_id: str, body: dict) -> NotebookJob:
     """The job as the user's server describes it. Only names and values go in; the gateway
     builds the objects, with the authenticated user as owner, from its own configuration."""
-    def name(value, what):
-        if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
-            raise Refusal(400, f"invalid {what}")
-        return value
     job = body.get("job") if isinstance(body, dict) else None
     if not isinstance(job, dict):
         raise Refusal(400, "expected {\"job\": {...}}")
@@ -250,15 +261,13 @@ def _job_from_request(job_id: str, body: dict) -> NotebookJob:
     parameters = job.get("parameters") or {}
     if not isinstance(outputs, dict) or not isinstance(parameters, dict):
         raise Refusal(400, "outputs and parameters must be objects")
-    for key, value in parameters.items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None))):
-            raise Refusal(400, "parameters must map names to plain values")
+    plain_parameters(parameters)
     for optional in ("compute_type", "environment", "job_name"):
         if job.get(optional) is not None and not isinstance(job.get(optional), str):
             raise Refusal(400, f"invalid {optional}")
     return NotebookJob(
-        job_id=job_id, staging_dir="", input_file=name(job.get("input_file"), "input_file"),
-        outputs={name(fmt, "output format"): name(file, "output name") for fmt, file in outputs.items()},
+        job_id=job_id, staging_dir="", input_file=file_name(job.get("input_file"), "input_file"),
+        outputs={file_name(fmt, "output format"): file_name(file, "output name") for fmt, file in outputs.items()},
         parameters=dict(parameters), job_name=(job.get("job_name") or "")[:255],
         compute_type=job.get("compute_type"), environment=job.get("environment"))
 

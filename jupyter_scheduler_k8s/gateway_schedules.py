@@ -9,7 +9,7 @@ import json
 
 from . import wire
 from .config import resolve_profile
-from .gateway import BaseHandler, Input, Output, Refusal
+from .gateway import BaseHandler, Input, Output, Refusal, file_name, plain_parameters
 from .schedules import Definition, KubeSchedules, stage_out_run, SNAPSHOT_IN
 
 _TEXT_LIMIT = 256
@@ -23,12 +23,6 @@ def _text(value, what, optional=False, limit=_TEXT_LIMIT):
     return value
 
 
-def _file_name(value, what):
-    if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
-        raise Refusal(400, f"invalid {what}")
-    return value
-
-
 def definition_from_request(definition_id: str, body) -> Definition:
     d = body.get("definition") if isinstance(body, dict) else None
     if not isinstance(d, dict):
@@ -36,18 +30,16 @@ def definition_from_request(definition_id: str, body) -> Definition:
     outputs, parameters = d.get("outputs") or {}, d.get("parameters") or {}
     if not isinstance(outputs, dict) or not isinstance(parameters, dict):
         raise Refusal(400, "outputs and parameters must be objects")
-    for key, value in parameters.items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None))):
-            raise Refusal(400, "parameters must map names to plain values")
+    plain_parameters(parameters)
     if len(json.dumps(parameters)) > 128 * 1024:
         raise Refusal(413, "the definition's parameters exceed 128 KiB")
     if not isinstance(d.get("active", True), bool):
         raise Refusal(400, "invalid active")
     return Definition(
         definition_id=definition_id, name=(_text(d.get("name"), "name", optional=True) or ""),
-        input_file=_file_name(d.get("input_file"), "input_file"),
-        outputs={_file_name(fmt, "output format"): _file_name(name, "output name") for fmt, name in outputs.items()},
-        log_name=_file_name(d.get("log_name"), "log_name"), schedule=_text(d.get("schedule"), "schedule"),
+        input_file=file_name(d.get("input_file"), "input_file"),
+        outputs={file_name(fmt, "output format"): file_name(name, "output name") for fmt, name in outputs.items()},
+        log_name=file_name(d.get("log_name"), "log_name"), schedule=_text(d.get("schedule"), "schedule"),
         timezone=_text(d.get("timezone"), "timezone", optional=True), active=d.get("active", True),
         parameters=dict(parameters), compute_type=_text(d.get("compute_type"), "compute_type", optional=True),
         environment=_text(d.get("environment"), "environment", optional=True))
@@ -116,10 +108,8 @@ class RunNow(_DefinitionHandler):
     async def post(self, definition_id):
         definition_id, body = self.definition_id(definition_id), self.json_body() or {}
         parameters = body.get("parameters") if isinstance(body, dict) else None
-        if parameters is not None and (not isinstance(parameters, dict) or any(
-                not isinstance(k, str) or not isinstance(v, (str, int, float, bool, type(None)))
-                for k, v in parameters.items())):
-            raise Refusal(400, "parameters must map names to plain values")
+        if parameters is not None:
+            plain_parameters(parameters)
         job = await self.blocking(self.schedules().run_now, definition_id, parameters)
         self.send_json({"job": wire.to_json(job)}, status=201)
 
