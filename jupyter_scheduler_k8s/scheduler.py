@@ -7,11 +7,13 @@ changes is that no process is spawned per job. One JobMonitor in the server foll
 server went away are picked up again when it starts.
 """
 import asyncio
+import inspect
 import logging
 import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from jupyter_scheduler.exceptions import InputUriError, SchedulerError
@@ -70,8 +72,13 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
     def _default_execution_manager(self):
         return ManagedK8sExecutionManager
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, backend_id: Optional[str] = None, **kwargs):
+        # jupyter-scheduler 3.0 (several backends) builds each backend's scheduler with its id;
+        # 2.x knows no such keyword, and traitlets would only warn about an unknown one.
+        if backend_id is not None and "backend_id" in inspect.signature(Scheduler.__init__).parameters:
+            kwargs["backend_id"] = backend_id
         super().__init__(*args, **kwargs)
+        self.backend_id = backend_id
         if self.execution_manager_class is K8sExecutionManager:
             # The chart names K8sExecutionManager; under this scheduler it can stop and delete.
             self.execution_manager_class = ManagedK8sExecutionManager

@@ -291,6 +291,17 @@ def test_image_tag_defaults_to_app_version():
     assert k8s["image"] == "r.example/x:1.2"
 
 
+def test_the_default_tags_are_the_versions_the_images_are_built_with():
+    """What image/README.md tells users to push: the chart's appVersion is the executor's and the
+    package's version (the gateway image's tag), so that the default values find the images."""
+    import tomllib
+
+    from jupyter_scheduler_k8s import __version__
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    executor = tomllib.loads((CHART.parents[1] / "image" / "executor" / "pyproject.toml").read_text())
+    assert chart["appVersion"] == executor["project"]["version"] == __version__
+
+
 def test_default_profile_must_exist_and_environment_names_be_unique():
     error = render_error({"executor": {"defaultProfile": "gpu", "profiles": {"small": {}}}})
     assert 'executor.defaultProfile is "gpu"' in error and "small" in error

@@ -175,3 +175,19 @@ def test_packaging_a_home_folder_leaves_out_jupyters_own_state(tmp_path):
     assert copied == [".config/tool.toml", "data/in.csv", "report.ipynb"]
     assert (staging / "data" / "in.csv").read_text() == "a,b"
     assert not (staging / ".local" / "share" / "jupyter").exists()
+
+
+def test_a_backend_id_as_jupyter_scheduler_3_passes_it_is_accepted(tmp_path, recwarn):
+    """jupyter-scheduler 3.0 (not on PyPI yet) builds each backend's scheduler with `backend_id`.
+    2.x's Scheduler has no such argument: ours keeps it and passes nothing unknown upstream."""
+    db_url = f"sqlite:///{tmp_path}/scheduler.sqlite"
+    create_tables(db_url)
+    config = Config({"K8sScheduler": {"recovery_interval_seconds": 3600},
+                     "K8sConfig": {"kubeconfig": str(tmp_path / "no-such-kubeconfig")}})
+    s = K8sScheduler(root_dir=str(tmp_path), environments_manager=CondaEnvironmentManager(), db_url=db_url,
+                     config=config, staging_path=str(tmp_path / "staging"), backend_id="k8s")
+    try:
+        assert s.backend_id == "k8s"
+        assert not [w for w in recwarn if "backend_id" in str(w.message)]
+    finally:
+        s.shutdown()
