@@ -293,3 +293,16 @@ def leftovers(core, batch, namespace):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def jupyterhub(kubeconfig, core, executor_image, gateway_image, z2jh_images, tmp_path_factory):
+    """JupyterHub's own chart with ours beside it, as the README installs them (z2jh.py), shared by
+    the z2jh tests and the browser's."""
+    from .z2jh import Z2jhInstall, our_values
+    install = Z2jhInstall(kubeconfig, core, tmp_path_factory.mktemp("z2jh"), z2jh_images)
+    try:
+        install.install(our_values(executor_image, gateway_image))
+        yield install
+    finally:
+        install.uninstall()

@@ -18,7 +18,7 @@ from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers, wait_new_finished_runs
 from .hub import call, definition_endpoints, job_endpoints
-from .z2jh import JOBS_NS, NAMESPACE, ROOT, Z2jhInstall, our_values
+from .z2jh import JOBS_NS, NAMESPACE, ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -28,16 +28,6 @@ def notebook(*sources):
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
-
-
-@pytest.fixture(scope="module")
-def jupyterhub(kubeconfig, core, executor_image, gateway_image, z2jh_images, tmp_path_factory):
-    install = Z2jhInstall(kubeconfig, core, tmp_path_factory.mktemp("z2jh"), z2jh_images)
-    try:
-        install.install(our_values(executor_image, gateway_image))
-        yield install
-    finally:
-        install.uninstall()
 
 
 @pytest.fixture(scope="module")

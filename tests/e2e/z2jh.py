@@ -50,10 +50,25 @@ def _image(name_tag):
     return {"name": name, "tag": tag, "pullPolicy": "Never"}
 
 
+# What the operator offers in the "Create job" form: two compute profiles (the first, the default,
+# keeps the chart's resources) and two environments. The environments share this cluster's one
+# executor image; the form tells them apart by name.
+PROFILES = {
+    "standard": {"description": "the chart's resources"},
+    "small": {"description": "0.1 CPU, 512 MiB",
+              "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}},
+}
+ENVIRONMENT_NAMES = ("python", "python-team")
+
+
 def our_values(executor_image: str, gateway_image: str) -> list:
-    """README step 1's flags, with this cluster's images (loaded, never pulled) and a smaller CPU
-    request for the gateway."""
-    flags = ["--set", "gateway.resources.requests.cpu=50m"]
+    """README step 1's flags, with this cluster's images (loaded, never pulled), a smaller CPU
+    request for the gateway, and the profiles and environments above."""
+    environments = [{"name": name, "image": executor_image, "description": f"Python 3 ({name})"}
+                    for name in ENVIRONMENT_NAMES]
+    flags = ["--set", "gateway.resources.requests.cpu=50m",
+             "--set-json", f"executor.profiles={json.dumps(PROFILES)}",
+             "--set-json", f"executor.environments={json.dumps(environments)}"]
     for part, image in (("executor", executor_image), ("gateway", gateway_image)):
         name, tag = image.rsplit(":", 1)
         flags += ["--set", f"{part}.image.name={name}", "--set", f"{part}.image.tag={tag}",
