@@ -23,6 +23,7 @@ from jupyter_scheduler.utils import create_output_filename, get_utc_timestamp
 from . import names, reasons, transfer
 from .config import UnknownProfileError, resolve_profile
 from .driver import NotFound
+from .extension import InvalidRequest
 from .lifecycle import LOG_FORMAT, Outcome, is_transient
 from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished, make_schedules
 
@@ -62,15 +63,15 @@ class CronJobDefinitions:
 
     def _check_definition(self, schedule, time_zone, compute_type, input_path=None) -> None:
         if not schedule:
-            raise SchedulerError("A job definition needs a schedule (a cron expression such as '0 8 * * *').")
+            raise InvalidRequest("A job definition needs a schedule (a cron expression such as '0 8 * * *').")
         if input_path and not self.execution_manager_class.validate(self.execution_manager_class, input_path):
-            raise SchedulerError("The notebook has no kernel (or is not valid JSON). Open it, select a "
+            raise InvalidRequest("The notebook has no kernel (or is not valid JSON). Open it, select a "
                                  "kernel, save, and create the job definition again.")
         try:
             resolve_profile(self.k8s, compute_type)
             check_timezone(time_zone)
         except (UnknownProfileError, ScheduleError) as e:
-            raise SchedulerError(str(e)) from None
+            raise InvalidRequest(str(e)) from None
 
     def _snapshot_source(self, model: DescribeJobDefinition):
         staging_dir = os.path.dirname(self.get_staging_paths(model)["input"])
@@ -95,7 +96,7 @@ class CronJobDefinitions:
             super().delete_job_definition(definition_id)
             shutil.rmtree(os.path.join(self.staging_path, definition_id), ignore_errors=True)
             if isinstance(e, ScheduleError):
-                raise SchedulerError(str(e)) from None
+                raise InvalidRequest(str(e)) from None
             raise SchedulerError(f"The job definition could not be created on Kubernetes: {reasons.describe_error(e)}") from e
         return definition_id
 
@@ -116,7 +117,7 @@ class CronJobDefinitions:
                 self.schedules.snapshot(job_definition_id, described.runtime_environment_name, root, files)
             self.schedules.update(self._definition(described), resolve_profile(self.k8s, described.compute_type))
         except ScheduleError as e:
-            raise SchedulerError(str(e)) from None
+            raise InvalidRequest(str(e)) from None
         except NotFound as e:
             raise SchedulerError(f"The job definition's CronJob is gone ({e}); delete the definition and create it again.") from None
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
-from jupyter_scheduler.exceptions import InputUriError, SchedulerError
+from jupyter_scheduler.exceptions import InputUriError
 from jupyter_scheduler.models import CreateJob, DescribeJob, JobFeature, Status
 from jupyter_scheduler.orm import Job
 from jupyter_scheduler.scheduler import Scheduler
@@ -26,6 +26,7 @@ from traitlets import Int, default
 from . import names, reasons
 from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
+from .extension import InvalidRequest
 from .definitions import CronJobDefinitions
 from .driver import make_driver
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
@@ -103,12 +104,12 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
             raise InputUriError(model.input_uri)
         input_path = os.path.join(self.root_dir, model.input_uri)
         if not self.execution_manager_class.validate(self.execution_manager_class, input_path):
-            raise SchedulerError("The notebook has no kernel (or is not valid JSON). Open it, select a "
+            raise InvalidRequest("The notebook has no kernel (or is not valid JSON). Open it, select a "
                                  "kernel, save, and submit the job again.")
         try:
             resolve_profile(self.k8s, model.compute_type)
         except UnknownProfileError as e:
-            raise SchedulerError(str(e)) from None
+            raise InvalidRequest(str(e)) from None
         model.output_formats = list(model.output_formats or [])
         if LOG_FORMAT not in model.output_formats:
             model.output_formats.append(LOG_FORMAT)  # the run log is listed with the outputs

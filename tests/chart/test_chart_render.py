@@ -205,6 +205,9 @@ REQUIRED_K8S_KEYS = {
 
 def test_server_config_defaults():
     config = server_config(render())
+    # The package's server extension (400 for refused requests), also where the image's own
+    # jupyter_server_config.d lacks the package's file.
+    assert config["ServerApp"] == {"jpserver_extensions": {"jupyter_scheduler_k8s": True}}
     assert config["SchedulerApp"] == {
         "scheduler_class": "jupyter_scheduler_k8s.scheduler.K8sScheduler",
         "environment_manager_class": "jupyter_scheduler_k8s.environments.K8sEnvironmentManager",

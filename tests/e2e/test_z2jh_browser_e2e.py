@@ -3,7 +3,8 @@ the real z2jh install (conftest's `jupyterhub`, whose user image has this packag
 logs in through the hub's form, creates a job from the "Create job" form choosing an environment
 and a compute profile from the lists the backend provides, sees it complete, downloads its
 outputs and opens one; stops a slow job from the job list; gets the backend's message for a
-notebook without a kernel; and creates a schedule. Each step leaves a screenshot under the test's
+notebook without a kernel; and creates a schedule. Through the API, an unknown compute profile
+is a 400 that names the valid ones. Each step leaves a screenshot under the test's
 output directory (`<basetemp>/test_a_user_.../screenshots`)."""
 import re
 import time
@@ -170,6 +171,16 @@ def test_a_user_runs_stops_and_schedules_notebooks_from_jupyterlab(jupyterhub, c
             form.locator("button", has_text="Create").click()
             page.get_by_text("The notebook has no kernel").first.wait_for(timeout=60_000)
             assert not [j for j in user.jobs() if j["name"] == "no-kernel"]
+
+        # Through the API, as a script would: refused requests are 400s that say what to change.
+        body = {"input_uri": "report.ipynb", "name": "huge", "output_formats": ["ipynb"],
+                "runtime_environment_name": ENVIRONMENT, "compute_type": "huge"}
+        answer = user.server("POST", "/scheduler/jobs", body)
+        assert answer.status_code == 400, (answer.status_code, answer.text)
+        message = answer.json()["message"]
+        assert "Unknown compute type 'huge'" in message and all(p in message for p in PROFILES), message
+        answer = user.server("POST", "/scheduler/jobs", {**body, "input_uri": "no-kernel.ipynb", "compute_type": None})
+        assert answer.status_code == 400 and "has no kernel" in answer.json()["message"], answer.text
 
         with browser.step("schedule created") as page:
             form = _open_create_job(page, url, "report.ipynb")

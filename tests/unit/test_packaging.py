@@ -3,6 +3,7 @@ the license as an SPDX expression, classifiers, URLs, and dependencies that are 
 package imports, with jupyter-scheduler bounded by the releases the tests cover."""
 import ast
 import email
+import json
 import importlib.metadata
 import re
 import sys
@@ -48,7 +49,12 @@ def test_the_wheel_holds_the_package_and_nothing_else(dist):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     top = {n.split("/")[0] for n in names}
-    assert top == {"jupyter_scheduler_k8s", "jupyter_scheduler_k8s-0.1.0.dist-info"}, top
+    assert top == {"jupyter_scheduler_k8s", "jupyter_scheduler_k8s-0.1.0.dist-info", "jupyter_scheduler_k8s-0.1.0.data"}, top
+    # The server extension is enabled where the wheel is installed, as jupyter-scheduler's is.
+    config = "jupyter_scheduler_k8s-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/jupyter_scheduler_k8s.json"
+    assert [n for n in names if n.startswith("jupyter_scheduler_k8s-0.1.0.data/")] == [config]
+    assert json.loads(zipfile.ZipFile(wheel).read(config)) == {
+        "ServerApp": {"jpserver_extensions": {"jupyter_scheduler_k8s": True}}}
     assert sorted(Path(n).name for n in names if n.startswith("jupyter_scheduler_k8s/")) == MODULES
     assert "jupyter_scheduler_k8s-0.1.0.dist-info/licenses/LICENSE" in names
     entry_points = zipfile.ZipFile(wheel).read("jupyter_scheduler_k8s-0.1.0.dist-info/entry_points.txt").decode()
@@ -59,7 +65,8 @@ def test_the_sdist_holds_what_a_rebuild_needs(dist):
     _, sdist = dist
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    assert {"LICENSE", "README.md", "pyproject.toml", "PKG-INFO"} <= names
+    assert {"LICENSE", "README.md", "pyproject.toml", "PKG-INFO",
+            "jupyter-config/jupyter_server_config.d/jupyter_scheduler_k8s.json"} <= names
     assert {f"jupyter_scheduler_k8s/{m}" for m in MODULES} <= names
     assert not [n for n in names if n.startswith((".venv", "tests/", "build/", "out/")) or "__pycache__" in n]
 

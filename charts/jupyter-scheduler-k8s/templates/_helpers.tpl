@@ -220,6 +220,7 @@ app.kubernetes.io/component: {{ . }}
 {{- $_ := set $k8s "environments" $envs }}
 {{- end }}
 {{- $config := dict
+  "ServerApp" (dict "jpserver_extensions" (dict "jupyter_scheduler_k8s" true))
   "SchedulerApp" (dict
     "scheduler_class" "jupyter_scheduler_k8s.scheduler.K8sScheduler"
     "environment_manager_class" "jupyter_scheduler_k8s.environments.K8sEnvironmentManager")
