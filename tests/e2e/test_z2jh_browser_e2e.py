@@ -214,3 +214,17 @@ def _open_create_job_from_file_browser(page, url, notebook):
     form = page.locator(".jp-MainAreaWidget:visible", has=page.locator("h1", has_text="Create Job"))
     form.wait_for()
     return form
+
+
+def test_a_failed_step_leaves_its_screenshot_and_names_it(tmp_path):
+    """What a failure of the test above shows: the step, and the screenshot taken as it failed."""
+    with Browser(tmp_path / "screenshots") as browser:
+        with browser.step("a page") as page:
+            page.set_content("<h1>Create Job</h1>")
+        with pytest.raises(AssertionError) as failed:
+            with browser.step("a button that is not there") as page:
+                page.locator("button", has_text="Create").click(timeout=1000)
+    shot = tmp_path / "screenshots" / "02-a-button-that-is-not-there-failed.png"
+    assert f"step 2 'a button that is not there' failed (screenshot: {shot})" in str(failed.value)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "screenshots" / "01-a-page.png").is_file()
