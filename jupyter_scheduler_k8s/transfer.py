@@ -41,6 +41,20 @@ def _handshake_failed(error: BaseException) -> bool:
     return isinstance(error, (WebSocketException, OSError))
 
 
+# What a command in a pod may print (stderr, and stdout where it is not the data stream) before it is
+# cut off: a pod is untrusted, and whoever reads its streams (the jobs gateway, shared by every
+# user) must not hold more than this of it. The end of what it printed is kept for the message.
+PRINT_LIMIT = 1024 ** 2
+_TAIL = 8 * 1024
+# A stream makes progress or is cut: at least _MIN_PROGRESS bytes each IDLE_SECONDS, in either
+# direction (a pod or a client that trickles a byte now and then holds a thread as surely as one
+# that sends nothing).
+IDLE_SECONDS = 60
+_MIN_PROGRESS = 64 * 1024
+# Unread stdout at which the reader stops taking frames off the socket (TCP then slows the pod).
+_HIGH_WATER = 4 * _CHUNK
+
+
 @tenacity.retry(retry=tenacity.retry_if_exception(_handshake_failed), reraise=True, stop=tenacity.stop_after_attempt(5),
                 wait=tenacity.wait_exponential(multiplier=0.5, max=8) + tenacity.wait_random(0, 0.5))
 def _open_exec(core, namespace: str, pod: str, container: str, command: List[str]):
@@ -56,20 +70,51 @@ def _open_exec(core, namespace: str, pod: str, container: str, command: List[str
     # The client copies all stdout into an in-memory buffer for read_all(), which we never call;
     # drop it so a large transfer streams instead of accumulating.
     ws._all = _Discard()
-    ws._channels = _Channels()
+    ws._channels = channels = _Channels(f"{command[-1]} in pod {pod}")
+    # One update() takes every frame that is already waiting, for as long as more keep coming:
+    # stop taking them while the reader has not caught up, so that a fast pod waits in TCP instead
+    # of in our memory.
+    waiting = ws._frames_immediately_available
+    ws._frames_immediately_available = lambda: channels.unread_stdout() < _HIGH_WATER and waiting()
+    # A pod that stops reading its stdin blocks a send for at most this long (then it is cut).
+    ws.sock.settimeout(IDLE_SECONDS)
     return ws
 
 
 class _Channels(dict):
-    """The client keeps each channel's unread data as bytes and appends every frame with `+=`,
-    which copies all that is unread each time: quadratic when a large transfer arrives faster than
-    it is read (120 MB of outputs kept a core busy for minutes). bytearrays append in place.
-    (Only stdout and stderr: the client parses the status channel with yaml, which takes bytes.)"""
+    """Where the exec client keeps each channel's unread data, bounded.
+
+    The client appends every frame with `channels[c] += data`. Stdout is the data stream while a
+    reader takes it (`streaming`); after that, and on every other command, it counts as printed,
+    like stderr. Stderr keeps only its end, for the message; a command that prints more than
+    PRINT_LIMIT in all is cut off with CommandFailed. bytearrays append in place (bytes' `+=`
+    copies all that is unread each time: quadratic). The status channel stays bytes, which the
+    client's yaml parser takes."""
+
+    def __init__(self, what: str = "the command"):
+        super().__init__()
+        self.what, self.streaming, self.printed = what, False, 0
+        self._seen = {}  # channel -> (buffer, its length when last seen)
 
     def __setitem__(self, key, value):
-        if key in (STDOUT_CHANNEL, STDERR_CHANNEL) and isinstance(value, bytes):
-            value = bytearray(value)
+        if key in (STDOUT_CHANNEL, STDERR_CHANNEL):
+            if isinstance(value, bytes):
+                value = bytearray(value)
+            buffer, seen = self._seen.get(key, (None, 0))
+            added = len(value) - (seen if value is buffer else 0)
+            if key == STDERR_CHANNEL or not self.streaming:
+                self.printed += added
+                if self.printed > PRINT_LIMIT:
+                    tail = bytes(value[-_TAIL:]).decode("utf-8", "replace")
+                    raise CommandFailed(f"{self.what} printed more than {PRINT_LIMIT // 1024 ** 2} MiB and was "
+                                        f"cut off; it ended: {tail[-300:].strip()}")
+                if len(value) > _TAIL:  # only the end is ever shown
+                    del value[:len(value) - _TAIL]
+            self._seen[key] = (value, len(value))
         super().__setitem__(key, value)
+
+    def unread_stdout(self) -> int:
+        return len(self.get(STDOUT_CHANNEL, b""))
 
 
 class _Discard:
@@ -80,7 +125,29 @@ class _Discard:
         return b""
 
 
-def _finish(ws, what: str, timeout: float):
+class Progress:
+    """Cuts a stream that moves fewer than _MIN_PROGRESS bytes in `idle` seconds of waiting for
+    it. Only the time spent waiting on the other side counts: a reader that is itself slow to
+    ask for more is not the stream's fault."""
+
+    def __init__(self, what: str, idle: float = IDLE_SECONDS):
+        self.what, self.idle = what, idle
+        self.moved, self.waited = 0, 0.0
+
+    def add(self, count: int, waited: float) -> None:
+        self.moved += count
+        self.waited += waited
+        if self.moved >= _MIN_PROGRESS:
+            self.moved, self.waited = 0, 0.0
+        elif self.waited > self.idle:
+            raise TransferError(f"{self.what} stalled (under {_MIN_PROGRESS // 1024} KiB in {self.idle:.0f}s)")
+
+
+def _finish(ws, what: str, timeout: float = IDLE_SECONDS):
+    """Waits for the command's end (its data stream is over: what it sends now counts as
+    printed) and raises unless it exited 0."""
+    if isinstance(getattr(ws, "_channels", None), _Channels):
+        ws._channels.streaming = False
     ws.run_forever(timeout=timeout)
     stderr = ws.read_channel(STDERR_CHANNEL)
     if ws.is_open():
@@ -122,7 +189,10 @@ class _StdinWriter:
     def write(self, data):
         view = memoryview(data)
         for i in range(0, len(view), _CHUNK):
-            self.ws.write_stdin(bytes(view[i:i + _CHUNK]))
+            try:
+                self.ws.write_stdin(bytes(view[i:i + _CHUNK]))
+            except (WebSocketException, OSError) as e:  # e.g. the socket's timeout: the pod stopped reading
+                raise TransferError(f"the pod stopped taking its input ({type(e).__name__})") from None
             # Drain stdout/stderr now and then so neither side stalls on a full buffer.
             self.ws.update(timeout=0)
         return len(data)
@@ -132,10 +202,11 @@ class _StdoutReader:
     """File-like object over the command's stdout, for tarfile's stream mode.
 
     tarfile reads in small pieces while the pod sends megabytes at a time: the data waits in one
-    buffer with a read position, so each byte is copied a bounded number of times."""
+    buffer with a read position, so each byte is copied a bounded number of times. A pod that
+    sends too little for too long is cut off (Progress)."""
 
-    def __init__(self, ws, timeout: float):
-        self.ws, self.timeout = ws, timeout
+    def __init__(self, ws, idle: float = IDLE_SECONDS):
+        self.ws, self.progress = ws, Progress("the stream from the pod", idle)
         self.buffer, self.pos = bytearray(), 0
 
     def _available(self) -> int:
@@ -144,12 +215,11 @@ class _StdoutReader:
     def read(self, size=-1):
         while (size < 0 or self._available() < size) and self.ws.is_open():
             started = time.monotonic()
-            self.ws.update(timeout=self.timeout)
+            self.ws.update(timeout=1)
             chunk = self.ws.read_channel(STDOUT_CHANNEL)
             if chunk:
                 self.buffer += chunk
-            elif self.ws.is_open() and time.monotonic() - started >= self.timeout:
-                raise TransferError(f"no data from the pod for {self.timeout:.0f}s")
+            self.progress.add(len(chunk), time.monotonic() - started)
         if not self.ws.is_open():
             self.buffer += self.ws.read_channel(STDOUT_CHANNEL) or b""
         end = len(self.buffer) if size < 0 else min(len(self.buffer), self.pos + size)
@@ -162,9 +232,9 @@ class _StdoutReader:
 
 
 def send_files(core, namespace: str, pod: str, container: str, command: List[str],
-               root: str, relpaths: Iterable[str], timeout: float = 600) -> None:
+               root: str, relpaths: Iterable[str]) -> None:
     """Streams root/relpath for each relpath into `command`'s stdin as an uncompressed tar."""
-    with input_stream(core, namespace, pod, container, command, timeout) as stdin:
+    with input_stream(core, namespace, pod, container, command) as stdin:
         write_tar(stdin, root, relpaths)
 
 
@@ -177,7 +247,7 @@ def write_tar(fileobj, root: str, relpaths: Iterable[str]) -> None:
 
 
 @contextmanager
-def input_stream(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 600):
+def input_stream(core, namespace: str, pod: str, container: str, command: List[str]):
     """A writable file-like object on `command`'s stdin. When the block ends, stdin is closed
     and the command's exit status checked (CommandFailed if it failed). The jobs gateway passes a
     user's upload through this without reading it."""
@@ -185,30 +255,31 @@ def input_stream(core, namespace: str, pod: str, container: str, command: List[s
     try:
         yield _StdinWriter(ws)
         ws.close_channel(0)
-        _finish(ws, f"stage-in to pod {pod}", timeout)
+        _finish(ws, f"stage-in to pod {pod}")
     finally:
         if ws.is_open():
             ws.close()
 
 
 @contextmanager
-def output_stream(core, namespace: str, pod: str, container: str, command: List[str], timeout: float = 600):
+def output_stream(core, namespace: str, pod: str, container: str, command: List[str]):
     """A readable file-like object on `command`'s stdout (its stdin closed at once). When the
     block ends, the command's exit status is checked."""
     ws = _open_exec(core, namespace, pod, container, command)
     try:
         ws.close_channel(0)
-        yield _StdoutReader(ws, timeout)
-        _finish(ws, f"stage-out from pod {pod}", timeout)
+        ws._channels.streaming = True
+        yield _StdoutReader(ws)
+        _finish(ws, f"stage-out from pod {pod}")
     finally:
         if ws.is_open():
             ws.close()
 
 
 def receive_outputs(core, namespace: str, pod: str, container: str, command: List[str],
-                    dest: str, size_limit: int, timeout: float = 600):
+                    dest: str, size_limit: int):
     """Runs `command` (which writes a stage-out tar on stdout) and safely extracts it into dest."""
-    with output_stream(core, namespace, pod, container, command, timeout) as stdout:
+    with output_stream(core, namespace, pod, container, command) as stdout:
         return extract_stage_out(stdout, dest, size_limit, f"stage-out from pod {pod}",
                                  lambda: _finish(stdout.ws, f"stage-out from pod {pod}", 10))
 
