@@ -43,6 +43,8 @@ _CHUNK = 256 * 1024
 # A tar stream is its files plus headers and padding (at least 10 KiB, about 1.5 KiB a file):
 # limits on files' bytes allow this much more on the stream that carries them.
 _TAR_HEADERS = 16 * 1024 * 1024
+# The longest an upload may take in all (its pace is checked on its own: transfer.Progress).
+UPLOAD_SECONDS = 3600
 
 
 class GatewayConfig(LoggingConfigurable):
@@ -76,6 +78,18 @@ class GatewayConfig(LoggingConfigurable):
 
     hub_timeout_seconds = Int(10, config=True, help="Timeout of one request to the hub's API (token checks).")
 
+    body_limit = Int(1024 ** 2, config=True, help="""
+        Largest body of a request other than an upload (a job or a definition as JSON), in bytes.
+        Larger ones get 413. Bodies are read only after the token is checked.""")
+
+    body_timeout_seconds = Int(30, config=True, help="""
+        Time a client has to send a request's headers, and a request's body other than an
+        upload's; a connection idle between requests is closed after it as well.""")
+
+    idle_seconds = Int(60, config=True, help="""
+        An upload or download through the gateway that moves under 64 KiB in this many seconds
+        of waiting is cut off, so that a trickling client or pod holds no thread for long.""")
+
 
 class Refusal(web.HTTPError):
     """An answer other than success, with a message for the user (in the JSON body; the status
@@ -108,11 +122,17 @@ class _Limits:
                 del self.open[user]
 
 
+@web.stream_request_body
 class BaseHandler(HubAuthenticated, web.RequestHandler):
     """Authenticates with HubAuth (a token only: no cookies, no redirects to a login page) and
-    turns the lifecycle's errors into status codes (wire.py). Never shows a traceback."""
+    turns the lifecycle's errors into status codes (wire.py). Never shows a traceback.
+
+    Every handler streams its request body, so that prepare() checks the token before any of it
+    is read: a stranger's body is never read at all, and a user's is kept up to body_limit
+    (uploads: Input)."""
 
     public = False
+    _body = None
 
     @property
     def hub_auth(self):
@@ -139,6 +159,34 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         if model.get("kind", "user") != "user":
             raise Refusal(403, "jobs belong to users: use a user's token")
         self.current_user = model["name"]
+        self.accept_body()
+
+    def accept_body(self) -> None:
+        """Called once the token is good: the body may now be read, up to body_limit."""
+        self._body = bytearray()
+        if _content_length(self) > self.gateway.options.body_limit:
+            raise self._body_too_large()
+
+    def _body_too_large(self) -> Refusal:
+        return Refusal(413, f"the request's body exceeds {self.gateway.options.body_limit} bytes")
+
+    def data_received(self, chunk):
+        if self._body is None or self._finished:
+            return  # not authenticated, or already answered: tornado reads no more of it
+        self._body += chunk
+        if len(self._body) > self.gateway.options.body_limit:
+            self._body = None
+            # Answered now, the rest of the body is never read: the connection closes after it.
+            self._handle_request_exception(self._body_too_large())
+
+    def json_body(self, default=None):
+        """The body as JSON (`default` if there is none), or a 400."""
+        if not self._body:
+            return default
+        try:
+            return json.loads(bytes(self._body))
+        except ValueError:
+            raise Refusal(400, "the body is not JSON") from None
 
     def driver(self) -> KubeDriver:
         return KubeDriver(self.gateway.k8s, self.gateway.clients, owner=self.current_user)
@@ -185,6 +233,13 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             self.request.connection.stream.close()
             return
         self.send_error(refusal.status_code, message=refusal.message)
+
+
+def _content_length(handler) -> int:
+    try:
+        return max(int(handler.request.headers.get("Content-Length") or 0), 0)
+    except ValueError:
+        raise Refusal(400, "invalid Content-Length") from None
 
 
 def _refusal(e: BaseException) -> Refusal:
@@ -243,12 +298,17 @@ def file_name(value, what: str) -> str:
     return value
 
 
-def plain_parameters(parameters) -> None:
-    """Parameters from a request map names to plain values, or a 400."""
+PARAMETERS_LIMIT = 128 * 1024
+
+
+def plain_parameters(parameters, what: str = "job") -> None:
+    """Parameters from a request map names to plain values, at most 128 KiB of them, or a 4xx."""
     if not isinstance(parameters, dict) or any(
             not isinstance(key, str) or not isinstance(value, (str, int, float, bool, type(None)))
             for key, value in parameters.items()):
         raise Refusal(400, "parameters must map names to plain values")
+    if len(json.dumps(parameters)) > PARAMETERS_LIMIT:
+        raise Refusal(413, f"the {what}'s parameters exceed {PARAMETERS_LIMIT // 1024} KiB")
 
 
 def _job_from_request(job_id: str, body: dict) -> NotebookJob:
@@ -274,11 +334,9 @@ def _job_from_request(job_id: str, body: dict) -> NotebookJob:
 
 class Job(BaseHandler):
     async def put(self, job_id):
-        job = _job_from_request(self.job_id(job_id), self._json_body())
+        job = _job_from_request(self.job_id(job_id), self.json_body())
         profile = resolve_profile(self.gateway.k8s, job.compute_type)
         timeout = int(profile["timeout_seconds"] or 0)
-        if len(json.dumps(job.parameters)) > 128 * 1024:
-            raise Refusal(413, "the job's parameters exceed 128 KiB")
         await self.blocking(self.driver().create, job, profile, timeout)
         self.send_json({"created": True}, status=201)
 
@@ -301,12 +359,6 @@ class Job(BaseHandler):
         await self.blocking(delete)
         self.set_status(204)
         self.finish()
-
-    def _json_body(self):
-        try:
-            return json.loads(self.request.body or b"null")
-        except ValueError:
-            raise Refusal(400, "the body is not JSON") from None
 
 
 class Volume(BaseHandler):
@@ -336,7 +388,9 @@ class Stop(BaseHandler):
 
 class Collector(BaseHandler):
     async def post(self, job_id):
-        body = json.loads(self.request.body or b"{}")
+        body = self.json_body({})
+        if not isinstance(body, dict):
+            raise Refusal(400, "expected a JSON object")
         environment, job_name = body.get("environment"), body.get("job_name") or ""
         if (environment is not None and not isinstance(environment, str)) or not isinstance(job_name, str):
             raise Refusal(400, "invalid environment or job_name")
@@ -364,16 +418,18 @@ class Release(BaseHandler):
         self.send_json({"released": True})
 
 
-class Log(BaseHandler):
-    async def get(self, job_id, pod):
-        limit = min(int(self.get_argument("limit", str(self.gateway.k8s.run_log_limit))), 64 * 1024 ** 2)
-        tail = await self.blocking(self.driver().log_tail, self.job_id(job_id), self.pod_name(pod), limit)
-        if tail is None:
-            raise Refusal(404, "the pod has no log")
-        data, cut = tail
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("X-Jsk8s-Cut", str(cut))
-        self.finish(data)
+def _number(handler, name: str, default, kind=float):
+    """A finite number from the query, or a 400."""
+    raw = handler.get_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise Refusal(400, f"invalid {name}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise Refusal(400, f"invalid {name}")
+    return value
 
 
 def _component(handler) -> str:
@@ -399,32 +455,64 @@ class _Stream(BaseHandler):
 
     def on_connection_close(self):
         self._free()
+        super().on_connection_close()
 
     def _free(self):
         if self.slot is not None:
             self.gateway.limits.release(self.slot)
             self.slot = None
 
+    async def send_chunk(self, data) -> None:
+        """Writes data and waits until the client has taken it, for at most idle_seconds."""
+        self.write(data)
+        try:
+            await asyncio.wait_for(self.flush(), self.gateway.options.idle_seconds)
+        except asyncio.TimeoutError:
+            raise transfer.TransferError("the client stopped reading") from None
 
-@web.stream_request_body
+
+class Log(_Stream):
+    """GET the end of the job pod's log: at most the gateway's own run_log_limit, however much is
+    asked for (reading it holds a thread, and one of the user's stream slots)."""
+
+    async def get(self, job_id, pod):
+        most = self.gateway.k8s.run_log_limit
+        limit = min(max(_number(self, "limit", most, int), 1), most)
+        tail = await self.blocking(self.driver().log_tail, self.job_id(job_id), self.pod_name(pod), limit)
+        if tail is None:
+            raise Refusal(404, "the pod has no log")
+        data, cut = tail
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Jsk8s-Cut", str(cut))
+        self.finish(data)
+
+
+
 class Input(_Stream):
-    """PUT a tar stream: it goes into the job pod's `stage-in` as it arrives."""
+    """PUT a tar stream: it goes into the job pod's `stage-in` as it arrives. Its body is read
+    only once the token is good and the pod is found; a stalled upload is cut (Progress)."""
+
+    def accept_body(self):
+        self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
+        self.request.connection.set_body_timeout(UPLOAD_SECONDS)
+        self.limit = limit = self.gateway.options.input_size_limit
+        # The client says how many bytes its files hold: too many is refused before any is read.
+        try:
+            declared = int(self.request.headers.get(wire.INPUT_BYTES_HEADER) or 0)
+        except ValueError:
+            raise Refusal(400, f"invalid {wire.INPUT_BYTES_HEADER}") from None
+        if declared > limit or _content_length(self) > limit + _TAR_HEADERS:
+            raise self._too_large()
 
     async def prepare(self):
         await super().prepare()
-        self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
-        self.limit = limit = self.gateway.options.input_size_limit
-        # The client says how many bytes its files hold: too many is refused before any is read.
-        declared = int(self.request.headers.get(wire.INPUT_BYTES_HEADER) or 0)
-        if declared > limit or int(self.request.headers.get("Content-Length") or 0) > limit + _TAR_HEADERS:
-            raise self._too_large()
-        self.received, self.too_large, self.gone = 0, False, threading.Event()
+        self.received, self.body_done, self.gone = 0, False, threading.Event()
         self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
         self.loop = asyncio.get_running_loop()
         driver = self.driver()
         pod, command = await self.target(driver)
         self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod, command)
-        self.sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # awaited by put(), if it comes
+        self.sending.add_done_callback(self._sent)
 
     async def target(self, driver: KubeDriver):
         """The checked pod the stream goes to, and the command that reads it there."""
@@ -437,21 +525,29 @@ class Input(_Stream):
                             "input_size_limit)")
 
     async def data_received(self, chunk):
+        if self._finished or self.sending.done():
+            return  # answered already (the connection closes after it), or the pod's side ended
         self.received += len(chunk)
-        stream_limit = self.limit + _TAR_HEADERS
-        if self.received > 2 * stream_limit:
-            raise self._too_large()  # reading on would only waste bandwidth: cut the connection
-        if self.received > stream_limit:
-            if not self.too_large:
-                self.too_large = True
-                await self.chunks.put(None)  # the pod's stage-in gets a cut stream and fails
-            return  # read the rest, so that the client gets its 413 after sending
+        if self.received > self.limit + _TAR_HEADERS:
+            self.gone.set()  # the pod's stage-in gets a cut stream and fails
+            self._handle_request_exception(self._too_large())
+            return
         await self.chunks.put(chunk)
 
+    def _sent(self, future) -> None:
+        """The pod's side ended. Before the whole body came, that is a failure: answer it now,
+        and read no more of the body."""
+        while not self.chunks.empty():  # a data_received waiting for room goes on, and drops the rest
+            self.chunks.get_nowait()
+        if future.cancelled() or self.body_done or self._finished:
+            return  # put() answers
+        self._handle_request_exception(future.exception() or transfer.TransferError("stage-in ended early"))
+
     def _send(self, driver: KubeDriver, pod: str, command) -> None:
+        progress = transfer.Progress("the upload", self.gateway.options.idle_seconds)
         with transfer.input_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER, command) as stdin:
             while True:
-                got = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop)
+                got, since = asyncio.run_coroutine_threadsafe(self.chunks.get(), self.loop), time.monotonic()
                 while True:
                     try:
                         chunk = got.result(timeout=1)
@@ -460,23 +556,21 @@ class Input(_Stream):
                         if self.gone.is_set():
                             got.cancel()
                             raise transfer.TransferError("the client went away during the upload") from None
+                        try:
+                            progress.add(0, time.monotonic() - since)
+                        except transfer.TransferError:
+                            got.cancel()
+                            raise
+                        since = time.monotonic()
                 if chunk is None:
-                    if self.too_large or self.gone.is_set():
-                        raise self._too_large() if self.too_large else transfer.TransferError("upload cut off")
                     break
+                progress.add(len(chunk), time.monotonic() - since)
                 stdin.write(chunk)
 
     async def put(self, *_path):
-        if not self.too_large:
-            await self.chunks.put(None)
-        try:
-            await self.sending
-        except Exception:
-            if self.too_large:
-                raise self._too_large() from None
-            raise
-        if self.too_large:
-            raise self._too_large()
+        self.body_done = True
+        await self.chunks.put(None)
+        await self.sending
         self.send_json({"staged": True})
 
     def on_connection_close(self):
@@ -512,8 +606,7 @@ class Output(_Stream):
                 sent += len(chunk)
                 if sent > limit:
                     raise transfer.TransferError("the outputs exceed the size limit")
-                self.write(chunk)
-                await self.flush()
+                await self.send_chunk(chunk)
                 chunk = await self.blocking(stdout.read, _CHUNK)
             await self.blocking(opened.__exit__, None, None, None)
         except BaseException as e:
@@ -544,7 +637,7 @@ class Pods(_Stream):
         if job_id is not None:
             self.job_id(job_id)
         component = _component(self)
-        tick = min(max(float(self.get_argument("tick", "5")), 1.0), 30.0)
+        tick = min(max(_number(self, "tick", 5.0), 1.0), 30.0)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue(maxsize=64)
         self.stopped = threading.Event()
         ends = time.monotonic() + self.gateway.options.watch_seconds
@@ -590,8 +683,7 @@ class Pods(_Stream):
                     break
                 if isinstance(line, BaseException):
                     raise line
-                self.write(json.dumps(line) + "\n")
-                await self.flush()
+                await self.send_chunk(json.dumps(line) + "\n")
         finally:
             self.stopped.set()
         self.finish()
@@ -723,7 +815,10 @@ class Gateway:
         return web.Application(routes, gateway=self, hub_auth=self.hub_auth)
 
     def serve(self) -> None:
-        server = HTTPServer(self.app(), idle_connection_timeout=3600, body_timeout=3600)
+        options = self.options
+        # Uploads raise their own limits once their token is checked (Input.accept_body).
+        server = HTTPServer(self.app(), idle_connection_timeout=options.body_timeout_seconds,
+                            body_timeout=options.body_timeout_seconds, max_body_size=2 * options.body_limit)
         server.listen(self.options.port, self.options.ip)
         log.info("jobs gateway on %s:%d%s, jobs namespace %s", self.options.ip, self.options.port,
                  self.config_prefix, self.k8s.namespace)

@@ -221,7 +221,7 @@ class GatewaySchedules:
         return self._json("POST", f"definitions/{definition_id}/holder", body={"environment": environment})["pod"]
 
     def remove_holder(self, definition_id: str) -> None:
-        self._json("DELETE", f"definitions/{definition_id}/holder")
+        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}/holder"))
 
     def snapshot(self, definition_id: str, environment: Optional[str], root: str, files: Iterable[str]) -> None:
         self.start_holder(definition_id, environment)

@@ -5,7 +5,6 @@ CronJob and the volume from its own configuration, with the authenticated user a
 admission policy and the Role apply exactly as to jobs. Another user's definition or run reads as
 absent: 404.
 """
-import json
 
 from . import wire
 from .config import resolve_profile
@@ -30,9 +29,7 @@ def definition_from_request(definition_id: str, body) -> Definition:
     outputs, parameters = d.get("outputs") or {}, d.get("parameters") or {}
     if not isinstance(outputs, dict) or not isinstance(parameters, dict):
         raise Refusal(400, "outputs and parameters must be objects")
-    plain_parameters(parameters)
-    if len(json.dumps(parameters)) > 128 * 1024:
-        raise Refusal(413, "the definition's parameters exceed 128 KiB")
+    plain_parameters(parameters, "definition")
     if not isinstance(d.get("active", True), bool):
         raise Refusal(400, "invalid active")
     return Definition(
@@ -58,12 +55,6 @@ class _DefinitionHandler(BaseHandler):
         if not wire.POD_NAME.match(value) or len(value) > 63:
             raise Refusal(404, "no such run")
         return value
-
-    def json_body(self):
-        try:
-            return json.loads(self.request.body or b"null")
-        except ValueError:
-            raise Refusal(400, "the body is not JSON") from None
 
     async def existing(self, schedules: KubeSchedules, definition_id: str):
         if await self.blocking(schedules.read_cronjob, definition_id) is None:
@@ -106,10 +97,10 @@ class Runs(_DefinitionHandler):
 
 class RunNow(_DefinitionHandler):
     async def post(self, definition_id):
-        definition_id, body = self.definition_id(definition_id), self.json_body() or {}
+        definition_id, body = self.definition_id(definition_id), self.json_body({})
         parameters = body.get("parameters") if isinstance(body, dict) else None
         if parameters is not None:
-            plain_parameters(parameters)
+            plain_parameters(parameters, "run")
         job = await self.blocking(self.schedules().run_now, definition_id, parameters)
         self.send_json({"job": wire.to_json(job)}, status=201)
 
@@ -141,7 +132,7 @@ class ForgetRun(_DefinitionHandler):
 
 class Holder(_DefinitionHandler):
     async def post(self, definition_id):
-        definition_id, body = self.definition_id(definition_id), self.json_body() or {}
+        definition_id, body = self.definition_id(definition_id), self.json_body({})
         environment = _text(body.get("environment") if isinstance(body, dict) else None, "environment", optional=True)
         schedules = self.schedules()
         await self.existing(schedules, definition_id)
@@ -149,7 +140,13 @@ class Holder(_DefinitionHandler):
         self.send_json({"pod": pod}, status=201)
 
     async def delete(self, definition_id):
-        await self.blocking(self.schedules().remove_holder, self.definition_id(definition_id))
+        definition_id, schedules = self.definition_id(definition_id), self.schedules()
+
+        def remove():
+            if schedules.read_cronjob(definition_id) is None and schedules.read_volume(definition_id) is None:
+                raise Refusal(404, "no such job definition")
+            schedules.remove_holder(definition_id)
+        await self.blocking(remove)
         self.set_status(204)
         self.finish()
 
