@@ -360,6 +360,17 @@ def test_stage_out_only_listed_regular_files(job, monkeypatch, tmp_path):
     }
 
 
+def test_stage_out_says_what_it_skipped_in_a_bounded_number_of_lines(job, monkeypatch, capsys):
+    """result.json is the notebook's to write: a million bogus names print a dozen lines."""
+    bogus = [f"../bogus-{i}-" + "x" * 1000 for i in range(5000)]
+    res = {"status": "completed", "error": None, "outputs": [], "side_effects": bogus, "kernels": []}
+    (job / "result.json").write_text(json.dumps(res))
+    rc, members = _stage_out(monkeypatch)
+    assert rc == 0 and list(members) == ["result.json"]
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 11 and "skipping 4990 more" in err and len(err) < 5000
+
+
 def test_stage_out_without_result_fails(job, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO()))
     assert cli.main(["stage-out"]) == 1

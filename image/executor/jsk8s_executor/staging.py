@@ -89,6 +89,9 @@ def _add(tar: tarfile.TarFile, name: str, f, st) -> None:
     tar.addfile(info, f)
 
 
+_SKIPS_SHOWN = 10
+
+
 def stage_out(job: JobDir, out=None) -> None:
     out = out or sys.stdout.buffer
     try:
@@ -98,6 +101,7 @@ def stage_out(job: JobDir, out=None) -> None:
         raise StagingError(f"no usable result.json: {e}") from None
     names = list(dict.fromkeys([*result.get("outputs", []), *result.get("side_effects", [])]))
     root = os.path.realpath(job.work)
+    skipped = []
     with tarfile.open(fileobj=out, mode="w|") as tar:
         info = tarfile.TarInfo("result.json")
         info.size = len(data)
@@ -108,13 +112,18 @@ def stage_out(job: JobDir, out=None) -> None:
             try:
                 rel = safe_relpath(name)
             except ValueError as e:
-                print(f"jsk8s-executor stage-out: skipping {e}", file=sys.stderr)
+                skipped.append(str(e))
                 continue
             opened = _open_regular(root, rel)
             if opened is None:
-                print(f"jsk8s-executor stage-out: skipping {rel!r}: not a regular file", file=sys.stderr)
+                skipped.append(f"{rel!r}: not a regular file")
                 continue
             f, st = opened
             with f:
                 _add(tar, f"work/{rel}", f, st)
     out.flush()
+    # result.json is the notebook's to write: say what was skipped, in a bounded number of lines.
+    for reason in skipped[:_SKIPS_SHOWN]:
+        print(f"jsk8s-executor stage-out: skipping {reason[:300]}", file=sys.stderr)
+    if len(skipped) > _SKIPS_SHOWN:
+        print(f"jsk8s-executor stage-out: skipping {len(skipped) - _SKIPS_SHOWN} more", file=sys.stderr)
