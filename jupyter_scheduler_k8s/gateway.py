@@ -506,7 +506,7 @@ class Input(_Stream):
 
     async def prepare(self):
         await super().prepare()
-        self.received, self.body_done, self.gone = 0, False, threading.Event()
+        self.received, self.body_done, self.too_large, self.gone = 0, False, False, threading.Event()
         self.chunks: asyncio.Queue = asyncio.Queue(maxsize=8)
         self.loop = asyncio.get_running_loop()
         driver = self.driver()
@@ -525,21 +525,25 @@ class Input(_Stream):
                             "input_size_limit)")
 
     async def data_received(self, chunk):
-        if self._finished or self.sending.done():
-            return  # answered already (the connection closes after it), or the pod's side ended
+        if self._finished:
+            return  # answered already: the connection closes after the answer
         self.received += len(chunk)
-        if self.received > self.limit + _TAR_HEADERS:
+        stream_limit = self.limit + _TAR_HEADERS
+        if self.received > stream_limit:
+            self.too_large = True
             self.gone.set()  # the pod's stage-in gets a cut stream and fails
-            self._handle_request_exception(self._too_large())
-            return
-        await self.chunks.put(chunk)
+            if self.received > 2 * stream_limit:
+                self._handle_request_exception(self._too_large())  # reading on would only waste bandwidth
+            return  # read the rest, so that the client gets its 413 after sending
+        if not self.sending.done():  # else the pod's side ended: _sent answers
+            await self.chunks.put(chunk)
 
     def _sent(self, future) -> None:
         """The pod's side ended. Before the whole body came, that is a failure: answer it now,
         and read no more of the body."""
         while not self.chunks.empty():  # a data_received waiting for room goes on, and drops the rest
             self.chunks.get_nowait()
-        if future.cancelled() or self.body_done or self._finished:
+        if future.cancelled() or self.body_done or self._finished or self.too_large:
             return  # put() answers
         self._handle_request_exception(future.exception() or transfer.TransferError("stage-in ended early"))
 
@@ -569,7 +573,10 @@ class Input(_Stream):
 
     async def put(self, *_path):
         self.body_done = True
-        await self.chunks.put(None)
+        if self.too_large:
+            raise self._too_large()
+        if not self.sending.done():
+            await self.chunks.put(None)
         await self.sending
         self.send_json({"staged": True})
 

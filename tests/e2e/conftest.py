@@ -169,6 +169,34 @@ def make_server(tmp_path, chart_config, product_kubeconfig, jobs_namespace):
         server.stop()
 
 
+NO_CREDENTIALS = "/nonexistent/kubeconfig"  # hub mode must not need any
+
+
+@pytest.fixture
+def user_server(make_server, hub):
+    """A user's Jupyter server in hub mode: no Kubernetes credentials, the user's hub token."""
+    def make(user, gateway, name=None):
+        token = hub.user_token(user)
+        server = make_server(name or user, kubeconfig=NO_CREDENTIALS, username=user, gateway_url=gateway.url,
+                             env={"JUPYTERHUB_API_TOKEN": token, "JUPYTERHUB_USER": user})
+        server.hub_token = token
+        return server
+    return make
+
+
+def running_pod(core, namespace, job_id, timeout=120):
+    """The job's pod, once it runs."""
+    from jupyter_scheduler_k8s import names
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = core.list_namespaced_pod(namespace, label_selector=names.job_selector(job_id)).items
+        running = [p for p in pods if p.status.phase == "Running"]
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, f"no running pod for job {job_id}"
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def jobs_namespace(installed_chart, core, batch):
     """The installed chart's jobs namespace. Whatever a failed test left there is removed

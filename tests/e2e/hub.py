@@ -201,6 +201,26 @@ class InstalledGateway:
         for pod in self.pods():
             self.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
 
+    def restarts(self) -> int:
+        return sum(status.restart_count for pod in self.pods() for status in pod.status.container_statuses or [])
+
+    def processes(self) -> list:
+        """The gateway's server processes, as seen from this host (the node): those whose cgroup
+        is one of the gateway pods'."""
+        uids = [pod.metadata.uid for pod in self.pods()]
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                cgroup = Path(f"/proc/{entry}/cgroup").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if any(uid in cgroup or uid.replace("-", "_") in cgroup for uid in uids) and b"gateway" in cmdline:
+                found.append(int(entry))
+        assert found, f"no gateway process on this node for pods {uids}"
+        return found
+
+
     def log_tail(self, lines: int = 60) -> str:
         tails = []
         for pod in self.pods():
@@ -210,3 +230,25 @@ class InstalledGateway:
             except Exception as e:  # noqa: BLE001 - only for a failure message
                 tails.append(f"--- {pod.metadata.name}: no log ({e})")
         return "\n".join(tails)
+
+
+class PeakMemory:
+    """The peak resident memory of some processes from now on (the kernel's VmHWM, reset with
+    clear_refs), against what they held at the start."""
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+        self.start = {pid: _status(pid, "VmRSS") for pid in self.pids}
+        for pid in self.pids:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+    def growth(self) -> int:
+        """The largest growth of any of them, in bytes."""
+        return max(_status(pid, "VmHWM") - self.start[pid] for pid in self.pids)
+
+
+def _status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")

@@ -14,26 +14,11 @@ import nbformat
 import pytest
 from kubernetes import client
 
-from jupyter_scheduler_k8s import names
 
-from .conftest import leftovers, upgrade_chart, write_notebook
+from .conftest import leftovers, running_pod, upgrade_chart, write_notebook
 from .hub import call, job_endpoints
 
 pytestmark = pytest.mark.e2e
-NO_CREDENTIALS = "/nonexistent/kubeconfig"  # hub mode must not need any
-
-
-@pytest.fixture
-def user_server(make_server, hub):
-    def make(user, gateway, name=None):
-        token = hub.user_token(user)
-        server = make_server(name or user, kubeconfig=NO_CREDENTIALS, username=user, gateway_url=gateway.url,
-                             env={"JUPYTERHUB_API_TOKEN": token, "JUPYTERHUB_USER": user})
-        server.hub_token = token
-        return server
-    return make
-
-
 def _listed_pods(url: str, token: str):
     """The names in the first event of a pod watch (the LIST), without waiting for the rest."""
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
@@ -47,17 +32,6 @@ def _wait_log(core, namespace, pod, text, timeout=120):
     deadline = time.monotonic() + timeout
     while text not in core.read_namespaced_pod_log(pod, namespace):
         assert time.monotonic() < deadline, f"{text!r} not in the log of {pod}"
-        time.sleep(0.5)
-
-
-def _running_pod(core, namespace, job_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = core.list_namespaced_pod(namespace, label_selector=names.job_selector(job_id)).items
-        running = [p for p in pods if p.status.phase == "Running"]
-        if running:
-            return running[0]
-        assert time.monotonic() < deadline, f"no running pod for job {job_id}"
         time.sleep(0.5)
 
 
@@ -99,7 +73,7 @@ def test_another_users_job_is_a_404_everywhere_and_forged_pods_are_ignored(
     alice, bob = user_server("alice", gateway), user_server("bob", gateway)
     write_notebook(str(bob.root / "nap.ipynb"), "import time; time.sleep(600)")
     job_id = bob.create_job("nap.ipynb")
-    pod = _running_pod(core, jobs_namespace, job_id).metadata.name
+    pod = running_pod(core, jobs_namespace, job_id).metadata.name
     api, job = gateway.api, f"{gateway.api}jobs/{job_id}"
 
     # Alice's token, on every endpoint that names Bob's job or pod.
@@ -197,7 +171,7 @@ def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
     # files' bytes by 16 MiB of tar headers): cut off, 413, and the job goes on.
     write_notebook(str(server.root / "small.ipynb"), "print('staged and running', flush=True)\nimport time; time.sleep(5)")
     small = server.create_job("small.ipynb")
-    pod = _running_pod(core, jobs_namespace, small).metadata.name
+    pod = running_pod(core, jobs_namespace, small).metadata.name
     _wait_log(core, jobs_namespace, pod, "staged and running")  # the real stage-in is done
     status, answer, _ = call(f"{gateway.api}jobs/{small}/pods/{pod}/input", "PUT", server.hub_token,
                              iter([b"x" * 2 ** 20] * 18), headers={"X-Jsk8s-Input-Bytes": "10"})
@@ -213,7 +187,7 @@ def test_jobs_survive_gateway_and_server_restarts(gateway, user_server, core, ba
     server = user_server("alice", gateway)
     write_notebook(str(server.root / "slow.ipynb"), "import time; time.sleep(20); print('done sleeping')")
     job_id = server.create_job("slow.ipynb", output_formats=["ipynb", "html"])
-    _running_pod(core, jobs_namespace, job_id)
+    running_pod(core, jobs_namespace, job_id)
     before = {p.metadata.uid for p in gateway.pods()}
     gateway.kill()  # every gateway pod, without grace: the Deployment makes new ones, which know nothing
     server.kill()

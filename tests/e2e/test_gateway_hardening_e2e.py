@@ -1,0 +1,147 @@
+"""The jobs gateway as the chart installs it, against a stranger and a hostile notebook: what they
+send is refused or bounded, the gateway's memory stays put, and it is never restarted.
+
+Memory is the gateway process's own peak (VmHWM, read on this host, which is the node)."""
+import socket
+import threading
+import urllib.parse
+import urllib.request
+
+import nbformat
+import pytest
+
+from .conftest import leftovers, write_notebook
+from .hub import PeakMemory, call
+
+pytestmark = pytest.mark.e2e
+MiB = 1024 ** 2
+JOB_ID = "5f0c9a52-1e4b-4d8e-9a57-2c1f0b7d3e11"
+
+
+def _stranger_put(url: str, size: int, answers: list) -> None:
+    """A PUT of `size` bytes without a token: the answer to its headers alone, then as much of
+    the body as the gateway takes before it closes the connection."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as s:
+        s.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {size}\r\n\r\n".encode())
+        answer = s.recv(65536)  # before a byte of the body is sent
+        sent, block = 0, b"\0" * MiB
+        try:
+            while sent < size:
+                s.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass
+        answers.append((answer, sent))
+
+
+def test_strangers_bodies_are_never_read(gateway):
+    """Four clients without a token, each sending 100 MiB at once: each is refused on its headers,
+    the gateway stops reading, its memory does not grow, and it serves on, never restarted."""
+    memory = PeakMemory(gateway.processes())
+    answers = []
+    threads = [threading.Thread(target=_stranger_put, args=(url, 100 * MiB, answers)) for url in (
+        f"{gateway.api}jobs/{JOB_ID}", f"{gateway.api}jobs/{JOB_ID}/pods/jsk8s-x/input",
+        f"{gateway.api}definitions/{JOB_ID}", f"{gateway.api}definitions/{JOB_ID}/snapshot")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(answers) == 4
+    for answer, sent in answers:
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert sent < 100 * MiB, "the gateway read a stranger's whole body"
+    growth = memory.growth()
+    print(f"gateway peak RSS growth under 4 x 100 MiB from strangers: {growth / MiB:.1f} MiB; "
+          f"body bytes the clients got out before the gateway closed: {[sent // MiB for _, sent in answers]} MiB")
+    assert growth < 32 * MiB, f"the gateway's memory grew by {growth / MiB:.0f} MiB"
+    assert urllib.request.urlopen(gateway.api + "health", timeout=10).status == 200
+    assert gateway.restarts() == 0
+
+
+TAMPER = '''
+import os, shutil, jsk8s_executor
+tries = {
+    "replace the executor": lambda: open(shutil.which("jsk8s-executor"), "w").write("#!/bin/sh\\ncat /dev/zero >&2\\n"),
+    "add a command before it": lambda: open(os.path.join(os.path.dirname(shutil.which("jsk8s-executor")), "tar"), "w"),
+    "change its package": lambda: open(jsk8s_executor.__file__, "a").write("raise SystemExit"),
+}
+for what, attempt in tries.items():
+    try:
+        attempt()
+        print(what, ": DONE")
+    except OSError as e:
+        print(what, ":", e.strerror)
+'''
+TINY_PACKAGE = '''
+import pathlib
+pkg = pathlib.Path("tinypkg")
+(pkg / "tinypkg").mkdir(parents=True, exist_ok=True)
+(pkg / "tinypkg" / "__init__.py").write_text("WORKS = 'tinypkg imported'\\n")
+(pkg / "pyproject.toml").write_text("[build-system]\\nrequires = ['setuptools']\\n"
+                                    "build-backend = 'setuptools.build_meta'\\n[project]\\nname = 'tinypkg'\\nversion = '1.0'\\n")
+'''
+# Started by the notebook, it outlives it in the pod (same uid as what the gateway execs there):
+# it stops the first `stage-out`, and writes 1 GiB into its stderr.
+FLOOD = '''
+import os, signal, time
+me, deadline = os.getpid(), time.time() + 900
+while time.time() < deadline:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if b"stage-out" not in open(f"/proc/{entry}/cmdline", "rb").read():
+                continue
+            os.kill(int(entry), signal.SIGSTOP)
+            fd = os.open(f"/proc/{entry}/fd/2", os.O_WRONLY)
+        except OSError:
+            continue
+        block = b"flood! " * (1024 ** 2 // 7)
+        try:
+            for _ in range(1024):
+                os.write(fd, block)
+        except OSError:
+            pass
+        raise SystemExit
+    time.sleep(0.005)
+'''
+
+
+def test_a_notebook_cannot_replace_the_executor_but_can_pip_install(gateway, user_server, core, batch,
+                                                                     jobs_namespace):
+    server = user_server("mallory", gateway)
+    write_notebook(str(server.root / "tamper.ipynb"), TAMPER, TINY_PACKAGE,
+                   "%pip install --quiet --no-index --no-build-isolation ./tinypkg",
+                   "import tinypkg; print(tinypkg.WORKS)")
+    job = server.wait(server.create_job("tamper.ipynb", output_formats=["ipynb"], package_input_folder=True))
+    assert job["status"] == "COMPLETED", job["status_message"]
+    cells = nbformat.read(server.output(job, "ipynb"), as_version=4).cells
+    printed = "".join(o.get("text", "") for o in cells[0].outputs)
+    assert printed.splitlines() == [f"{what} : Permission denied" for what in (
+        "replace the executor", "add a command before it", "change its package")], printed
+    assert "tinypkg imported" in "".join(o.get("text", "") for o in cells[3].outputs), cells[3].outputs
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_a_notebook_that_floods_its_stage_out_fails_and_costs_the_gateway_nothing(
+        gateway, user_server, core, batch, jobs_namespace):
+    server = user_server("mallory", gateway)
+    write_notebook(str(server.root / "flood.ipynb"),
+                   "import subprocess, sys\n"
+                   f"subprocess.Popen([sys.executable, '-c', {FLOOD!r}], start_new_session=True,\n"
+                   "                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+                   "print('flooder started')")
+    memory = PeakMemory(gateway.processes())
+    job = server.wait(server.create_job("flood.ipynb", output_formats=["ipynb"]), timeout=300)
+    growth = memory.growth()
+    print(f"gateway peak RSS growth while a pod wrote 1 GiB into stage-out's stderr: {growth / MiB:.1f} MiB; "
+          f"the job's message: {job['status_message']!r}")
+    assert job["status"] == "FAILED", (job["status"], job["status_message"])
+    assert "printed more than 1 MiB and was cut off" in job["status_message"], job["status_message"]
+    assert len(job["status_message"]) < 600
+    assert growth < 32 * MiB, f"the gateway's memory grew by {growth / MiB:.0f} MiB"
+    assert gateway.restarts() == 0
+    assert call(gateway.api + "health")[0] == 200
+    assert leftovers(core, batch, jobs_namespace) == []
