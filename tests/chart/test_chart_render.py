@@ -418,14 +418,17 @@ def _jobs_policy(objects):
     return one(objects, "NetworkPolicy", name=f"{FULLNAME}-jobs")
 
 
-def test_network_policy_blocks_the_metadata_server_and_all_ingress():
+PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]
+
+
+def test_network_policy_blocks_private_addresses_and_all_ingress():
     policy = _jobs_policy(render())
     spec = policy["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "jupyter-scheduler-k8s"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert not spec.get("ingress")
     ip_rules = [peer["ipBlock"] for rule in spec["egress"] for peer in rule.get("to", []) if "ipBlock" in peer]
-    assert ip_rules == [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}]
+    assert ip_rules == [{"cidr": "0.0.0.0/0", "except": PRIVATE}]
     dns = [rule for rule in spec["egress"] if "to" not in rule]
     assert dns == [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
 

@@ -9,9 +9,11 @@ import urllib.request
 
 import nbformat
 import pytest
+from kubernetes import client
 
-from .conftest import leftovers, write_notebook
+from .conftest import FULLNAME, leftovers, write_notebook
 from .hub import PeakMemory, call
+from .netpol import egress_allows
 
 pytestmark = pytest.mark.e2e
 MiB = 1024 ** 2
@@ -145,3 +147,23 @@ def test_a_notebook_that_floods_its_stage_out_fails_and_costs_the_gateway_nothin
     assert gateway.restarts() == 0
     assert call(gateway.api + "health")[0] == 200
     assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_job_pods_reach_no_private_address(gateway, hub, core, jobs_namespace):
+    """The chart's job NetworkPolicy, as installed, against the real addresses a notebook would
+    try: the gateway's Service and pods, the hub's API, the API server and the node. (This
+    cluster's bridge network plugin does not enforce NetworkPolicies: see netpol.py.)"""
+    policy = client.NetworkingV1Api(core.api_client).read_namespaced_network_policy(f"{FULLNAME}-jobs", jobs_namespace)
+    service = core.read_namespaced_service(gateway.name, gateway.namespace)
+    api_server = [(address, port.port) for s in client.DiscoveryV1Api(core.api_client).list_namespaced_endpoint_slice(
+        "default", label_selector="kubernetes.io/service-name=kubernetes").items
+        for e in s.endpoints for address in e.addresses for port in s.ports]
+    node = [(a.address, 10250) for n in core.list_node().items for a in n.status.addresses if a.type == "InternalIP"]
+    targets = [(service.spec.cluster_ip, service.spec.ports[0].port), (hub.ip, hub.port), *api_server, *node,
+               *[(pod.status.pod_ip, 8000) for pod in gateway.pods()],
+               ("169.254.169.254", 80), ("100.100.100.200", 80)]  # the clouds' metadata servers
+    assert len(targets) >= 6, targets
+    for address, port in targets:
+        assert not egress_allows(policy, address, port), (address, port, policy.spec.egress)
+        assert egress_allows(policy, address, 53), (address, policy.spec.egress)  # DNS: the control
+    assert egress_allows(policy, "151.101.0.223", 443)  # the internet (pypi.org): the other control

@@ -4,7 +4,6 @@ print, used verbatim. Two users log in, start their servers, and drive jupyter-s
 API through the hub's proxy with their own tokens. Nothing here holds Kubernetes credentials but
 the fixtures: the user servers reach the jobs gateway through the proxy, and the gateway acts
 under the chart's ServiceAccount."""
-import ipaddress
 import re
 import textwrap
 import time
@@ -18,6 +17,7 @@ from jupyter_scheduler_k8s import names
 
 from .conftest import leftovers, wait_new_finished_runs
 from .hub import call, definition_endpoints, job_endpoints
+from .netpol import egress_allows
 from .z2jh import JOBS_NS, NAMESPACE, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -220,21 +220,3 @@ def test_user_servers_hold_no_kubernetes_credentials(users, core):
         # (the reading is not vacuous: the same policy lets DNS through to that address, and the
         # internet's addresses, which z2jh allows by default)
         assert egress_allows(policy, address, 53) and egress_allows(policy, "8.8.8.8", 443)
-
-
-def egress_allows(policy, address: str, port: int) -> bool:
-    """Whether a NetworkPolicy's egress rules let a pod it selects reach address:port (TCP), for
-    an address outside the cluster's pods (so that only ipBlock peers, or no peers, can match)."""
-    ip = ipaddress.ip_address(address)
-
-    def peer_matches(peer):
-        block = peer.ip_block
-        return block is not None and ip in ipaddress.ip_network(block.cidr) and not any(
-            ip in ipaddress.ip_network(e) for e in block._except or [])
-
-    for rule in policy.spec.egress or []:
-        ports_ok = not rule.ports or any(p.port in (None, port) and (p.protocol or "TCP") == "TCP"
-                                         for p in rule.ports)
-        if ports_ok and (not rule.to or any(peer_matches(peer) for peer in rule.to)):
-            return True
-    return False
