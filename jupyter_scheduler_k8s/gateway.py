@@ -95,9 +95,10 @@ class Refusal(web.HTTPError):
     """An answer other than success, with a message for the user (in the JSON body; the status
     line keeps the standard reason phrase, which must be plain ASCII)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, error: Optional[str] = None):
         super().__init__(status)
         self.message = " ".join(message.split())[:1000]
+        self.error = error  # a finer kind, for the client (wire.py)
 
 
 class _Limits:
@@ -214,7 +215,10 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         if status_code == 429:
             self.set_header("Retry-After", "5")
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": kwargs.get("message") or self._reason}))
+        body = {"status": status_code, "message": kwargs.get("message") or self._reason}
+        if kwargs.get("error"):
+            body["error"] = kwargs["error"]
+        self.finish(json.dumps(body))
 
     def _handle_request_exception(self, e):
         if isinstance(e, web.Finish):
@@ -232,7 +236,7 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             # incomplete response rather than a short one that looks whole.
             self.request.connection.stream.close()
             return
-        self.send_error(refusal.status_code, message=refusal.message)
+        self.send_error(refusal.status_code, message=refusal.message, error=refusal.error)
 
 
 def _content_length(handler) -> int:
@@ -250,8 +254,10 @@ def _refusal(e: BaseException) -> Refusal:
         return Refusal(e.status_code, e.reason or "")
     if isinstance(e, NotFound):
         return Refusal(404, str(e))
+    if isinstance(e, transfer.PrintedTooMuch):
+        return Refusal(wire.COMMAND_FAILED, str(e), wire.PRINTED_TOO_MUCH)
     if isinstance(e, transfer.CommandFailed):
-        return Refusal(422, str(e))
+        return Refusal(wire.COMMAND_FAILED, str(e))
     if isinstance(e, (UnknownProfileError, ScheduleError)):
         return Refusal(400, str(e))
     if isinstance(e, ApiException):

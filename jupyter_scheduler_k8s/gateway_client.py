@@ -57,8 +57,7 @@ class GatewayDriver:
         except urllib3.exceptions.HTTPError as e:
             raise transfer.TransferError(f"the jobs gateway cannot be reached: {e}") from None
         if response.status >= 300:
-            message = _message(response)
-            raise _error(response.status, message)
+            raise _error(response.status, *_message(response))
         return response
 
     def _json(self, method: str, path: str, **kwargs):
@@ -245,19 +244,21 @@ def _absent(call):
         return None
 
 
-def _message(response) -> str:
+def _message(response) -> Tuple[str, Optional[str]]:
+    """The message of an error answer, and its finer kind if it has one."""
     try:
-        return str(json.loads(response.data)["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status}"
+        body = json.loads(response.data)
+        return str(body["message"]), body.get("error")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"HTTP {response.status}", None
 
 
-def _error(status: int, message: str) -> Exception:
+def _error(status: int, message: str, kind: Optional[str] = None) -> Exception:
     """The lifecycle's own error for a gateway answer (wire.py)."""
     if status == wire.NOT_FOUND:
         return NotFound(message)
     if status == wire.COMMAND_FAILED:
-        return transfer.CommandFailed(message)
+        return (transfer.PrintedTooMuch if kind == wire.PRINTED_TOO_MUCH else transfer.CommandFailed)(message)
     if status in (401, 403):
         return JobFailed(f"the jobs gateway refused this server's JupyterHub token: {message}")
     if status in wire.REFUSED:

@@ -330,6 +330,8 @@ class JobRun:
                     try:
                         result, written = self.collect(step.pod)
                     except transfer.TransferError as e:
+                        if isinstance(e, transfer.PrintedTooMuch):
+                            raise  # a pod that floods us is not asked again, nor its volume read
                         # The pod ended under us (deadline, eviction): the PVC still has it all,
                         # and the pod's end is the reason to give if that fails too.
                         log.warning("job %s: collecting from the pod failed (%s); reading its volume", self.name, e)

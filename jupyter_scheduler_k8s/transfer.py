@@ -33,6 +33,11 @@ class CommandFailed(TransferError):
     would fail the same way."""
 
 
+class PrintedTooMuch(CommandFailed):
+    """A command in the pod printed more than PRINT_LIMIT: the pod is broken or hostile. What it
+    sends is refused; the job fails, and its outputs are not read another way either."""
+
+
 def _handshake_failed(error: BaseException) -> bool:
     """The exec connection was refused or broke before the command started (nothing ran yet, so
     opening it again is safe): a 5xx or 429 answer to the upgrade, a reset, a timeout."""
@@ -106,7 +111,7 @@ class _Channels(dict):
                 self.printed += added
                 if self.printed > PRINT_LIMIT:
                     tail = bytes(value[-_TAIL:]).decode("utf-8", "replace")
-                    raise CommandFailed(f"{self.what} printed more than {PRINT_LIMIT // 1024 ** 2} MiB and was "
+                    raise PrintedTooMuch(f"{self.what} printed more than {PRINT_LIMIT // 1024 ** 2} MiB and was "
                                         f"cut off; it ended: {tail[-300:].strip()}")
                 if len(value) > _TAIL:  # only the end is ever shown
                     del value[:len(value) - _TAIL]

@@ -16,8 +16,10 @@ POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$")
 # The size of the files in an upload, sent ahead so that the gateway can refuse it at once.
 INPUT_BYTES_HEADER = "X-Jsk8s-Input-Bytes"
 
-# Status codes, by error. 422: the command in the pod ran and failed (transfer.CommandFailed).
+# Status codes, by error. 422: the command in the pod ran and failed (transfer.CommandFailed);
+# with "error": PRINTED_TOO_MUCH in the body, it printed more than it may (transfer.PrintedTooMuch).
 NOT_FOUND, COMMAND_FAILED = 404, 422
+PRINTED_TOO_MUCH = "printed-too-much"
 # Refusals the lifecycle must not try again: the job ends with the message.
 REFUSED = (400, 401, 403, 409, 413)
 # Worth trying again: the gateway, the hub or the API server is busy or away.

@@ -85,16 +85,19 @@ pkg = pathlib.Path("tinypkg")
                                     "build-backend = 'setuptools.build_meta'\\n[project]\\nname = 'tinypkg'\\nversion = '1.0'\\n")
 '''
 # Started by the notebook, it outlives it in the pod (same uid as what the gateway execs there):
-# it stops the first `stage-out`, and writes 1 GiB into its stderr.
+# it stops the first `stage-out`, and writes 1 GiB into its stderr. (It leaves the kernel's
+# process tree first: ipykernel ends its children when it shuts down.)
 FLOOD = '''
 import os, signal, time
+if os.fork():
+    os._exit(0)
 me, deadline = os.getpid(), time.time() + 900
 while time.time() < deadline:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            if b"stage-out" not in open(f"/proc/{entry}/cmdline", "rb").read():
+            if b"stage-out" not in open(f"/proc/{entry}/cmdline", "rb").read().split(b"\\0"):
                 continue
             os.kill(int(entry), signal.SIGSTOP)
             fd = os.open(f"/proc/{entry}/fd/2", os.O_WRONLY)

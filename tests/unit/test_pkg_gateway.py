@@ -59,6 +59,15 @@ def test_each_error_has_its_status(error, status):
     assert _refusal(error).status_code == status
 
 
+def test_a_pod_that_printed_too_much_reads_back_as_such():
+    """The lifecycle reads no volume of a pod that flooded us: the finer kind crosses the wire."""
+    from jupyter_scheduler_k8s.gateway_client import _error
+    refusal = _refusal(transfer.PrintedTooMuch("stage-out in pod p printed more than 1 MiB"))
+    assert (refusal.status_code, refusal.error) == (422, wire.PRINTED_TOO_MUCH)
+    assert type(_error(refusal.status_code, refusal.message, refusal.error)) is transfer.PrintedTooMuch
+    assert type(_error(422, "stage-out failed (exit code 1)")) is transfer.CommandFailed
+
+
 def test_statuses_read_back_as_the_lifecycles_errors():
     """The client turns them back: the same message, and the same retry decision as direct mode."""
     from jupyter_scheduler_k8s.gateway_client import _error

@@ -492,6 +492,18 @@ def test_finish_the_deadline_outranks_a_failed_collection_after_the_pod_was_read
     assert not outcome.keep_volume
 
 
+def test_a_pod_that_floods_its_stage_out_fails_the_job_without_reading_its_volume(monkeypatch):
+    run = finishing_run(AssertionError("the volume must not be read"))
+
+    def collect(pod, component=None):
+        raise transfer.PrintedTooMuch("stage-out in pod p printed more than 1 MiB and was cut off; it ended: x")
+    monkeypatch.setattr(run, "collect", collect)
+    outcome = run.finish(Collect("p"))
+    assert outcome.status == "failed" and not outcome.keep_volume
+    assert outcome.message == "collecting the outputs failed: stage-out in pod p printed more than 1 MiB and " \
+                              "was cut off; it ended: x"
+
+
 def test_finish_deletes_nothing():
     """finish() only collects: the caller records the outcome, then cleans up."""
     run = make_run()
