@@ -12,6 +12,7 @@ Run it as `jupyter-scheduler-k8s gateway` (the chart's Deployment does). docs/de
 API; GET {prefix}api/v1/openapi.json describes it.
 """
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -78,6 +79,18 @@ class GatewayConfig(LoggingConfigurable):
 
     hub_timeout_seconds = Int(10, config=True, help="Timeout of one request to the hub's API (token checks).")
 
+    threads = Int(32, config=True, help="""
+        Threads for Kubernetes calls (transfers and watches have their own, one each). When all
+        are busy, api/v1/ready answers 503, so that a second replica takes the traffic.""")
+
+    calls_per_user = Int(8, config=True, help="""
+        Kubernetes calls one user may have in progress at once, so that no user holds all the
+        threads; more wait their turn without a thread, and beyond four times this many, 429.""")
+
+    holders_per_user = Int(2, config=True, help="""
+        Pods on job definitions' volumes (for a snapshot or an import) one user may be starting
+        at once; more get 429.""")
+
     body_limit = Int(1024 ** 2, config=True, help="""
         Largest body of a request other than an upload (a job or a definition as JSON), in bytes.
         Larger ones get 413. Bodies are read only after the token is checked.""")
@@ -121,6 +134,40 @@ class _Limits:
             self.open[user] -= 1
             if not self.open[user]:
                 del self.open[user]
+
+
+class _Calls:
+    """Kubernetes calls in progress, per user. Each user has at most `per_user` of the gateway's
+    threads at once; more calls wait their turn on the event loop (holding no thread), and a user
+    with too many waiting gets 429. Used from the event loop only."""
+
+    def __init__(self, per_user: int, threads: int):
+        self.per_user, self.threads = per_user, threads
+        self.turns: Dict[str, asyncio.Semaphore] = {}
+        self.waiting: Dict[str, int] = {}
+        self.in_flight = 0
+
+    def saturated(self) -> bool:
+        return self.in_flight >= self.threads
+
+    @contextlib.asynccontextmanager
+    async def turn(self, user: str):
+        if self.waiting.get(user, 0) >= 4 * self.per_user:
+            raise Refusal(429, "too many of your requests are in progress; try again shortly")
+        turn = self.turns.setdefault(user, asyncio.Semaphore(self.per_user))
+        self.waiting[user] = self.waiting.get(user, 0) + 1
+        try:
+            await turn.acquire()
+        finally:
+            self.waiting[user] -= 1
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            turn.release()
+            if not self.waiting[user] and turn._value == self.per_user:  # idle: forget the user
+                del self.waiting[user], self.turns[user]
 
 
 @web.stream_request_body
@@ -203,8 +250,15 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         return pod
 
     async def blocking(self, fn, *args):
-        """Runs a Kubernetes call on the gateway's threads; the event loop never waits on it."""
-        return await IOLoop.current().run_in_executor(self.gateway.pool, fn, *args)
+        """Runs a Kubernetes call on the gateway's threads, in the user's turn (_Calls); the event
+        loop never waits on it."""
+        async with self.gateway.calls.turn(self.current_user or ""):
+            return await IOLoop.current().run_in_executor(self.gateway.pool, fn, *args)
+
+    async def streaming(self, fn, *args):
+        """Runs a step of a transfer on a thread of the streams' own (their number is capped
+        per user and in all: _Limits), never one of the calls'."""
+        return await IOLoop.current().run_in_executor(self.gateway.stream_pool, fn, *args)
 
     def send_json(self, data, status: int = 200) -> None:
         self.set_status(status)
@@ -275,10 +329,24 @@ def _refusal(e: BaseException) -> Refusal:
 
 
 class Health(BaseHandler):
+    """Liveness: the event loop answers."""
     public = True
 
     def get(self):
         self.send_json({"status": "ok"})
+
+
+class Ready(BaseHandler):
+    """Readiness: 503 while every thread for Kubernetes calls is busy (a second replica, if
+    there is one, takes the new requests meanwhile)."""
+    public = True
+
+    def get(self):
+        calls = self.gateway.calls
+        if calls.saturated():
+            self.send_json({"status": "busy", "calls_in_progress": calls.in_flight}, status=503)
+        else:
+            self.send_json({"status": "ready", "calls_in_progress": calls.in_flight})
 
 
 class OpenAPI(BaseHandler):
@@ -484,7 +552,7 @@ class Log(_Stream):
     async def get(self, job_id, pod):
         most = self.gateway.k8s.run_log_limit
         limit = min(max(_number(self, "limit", most, int), 1), most)
-        tail = await self.blocking(self.driver().log_tail, self.job_id(job_id), self.pod_name(pod), limit)
+        tail = await self.streaming(self.driver().log_tail, self.job_id(job_id), self.pod_name(pod), limit)
         if tail is None:
             raise Refusal(404, "the pod has no log")
         data, cut = tail
@@ -517,7 +585,7 @@ class Input(_Stream):
         self.loop = asyncio.get_running_loop()
         driver = self.driver()
         pod, command = await self.target(driver)
-        self.sending = self.loop.run_in_executor(self.gateway.pool, self._send, driver, pod, command)
+        self.sending = self.loop.run_in_executor(self.gateway.stream_pool, self._send, driver, pod, command)
         self.sending.add_done_callback(self._sent)
 
     async def target(self, driver: KubeDriver):
@@ -606,12 +674,12 @@ class Output(_Stream):
         driver = self.driver()
         pod, command = await self.source(driver)
         opened = transfer.output_stream(driver.clients.core, driver.namespace, pod, manifests.CONTAINER, command)
-        stdout = await self.blocking(opened.__enter__)
+        stdout = await self.streaming(opened.__enter__)
         limit, sent = self.gateway.k8s.output_size_limit + _TAR_HEADERS, 0
         try:
-            first = await self.blocking(stdout.read, _CHUNK)
+            first = await self.streaming(stdout.read, _CHUNK)
             if not first:  # nothing at all: the command's own status says why (e.g. no result.json)
-                await self.blocking(opened.__exit__, None, None, None)
+                await self.streaming(opened.__exit__, None, None, None)
                 raise transfer.TransferError("stage-out sent nothing")
             self.set_header("Content-Type", "application/x-tar")
             chunk = first
@@ -620,10 +688,10 @@ class Output(_Stream):
                 if sent > limit:
                     raise transfer.TransferError("the outputs exceed the size limit")
                 await self.send_chunk(chunk)
-                chunk = await self.blocking(stdout.read, _CHUNK)
-            await self.blocking(opened.__exit__, None, None, None)
+                chunk = await self.streaming(stdout.read, _CHUNK)
+            await self.streaming(opened.__exit__, None, None, None)
         except BaseException as e:
-            await self.blocking(_close_quietly, opened, e)
+            await self.streaming(_close_quietly, opened, e)
             raise
         self.finish()
 
@@ -731,7 +799,9 @@ def openapi(prefix: str) -> dict:
             "description": "`token <JupyterHub API token>` (a user server's JUPYTERHUB_API_TOKEN)"}}},
         "security": [{"hubToken": []}],
         "paths": {
-            base + "health": {"get": {**op("liveness and readiness"), "security": []}},
+            base + "health": {"get": {**op("liveness: the gateway answers"), "security": []}},
+            base + "ready": {"get": {**op("readiness: 503 while all its threads for Kubernetes calls are busy",
+                                          extra={"503": {"description": "busy"}}), "security": []}},
             base + "openapi.json": {"get": {**op("this document"), "security": []}},
             base + "whoami": {"get": op("the user the token belongs to")},
             base + "pods": {"get": op("the user's pod events, as JSON lines", params=[
@@ -798,8 +868,11 @@ class Gateway:
         self.k8s, self.options = k8s, settings
         self.config_prefix = "/" + settings.service_prefix.strip("/") + "/"
         self.clients = clients or Clients(k8s.kubeconfig, k8s.context)
-        self.pool = ThreadPoolExecutor(32, thread_name_prefix="jsk8s-gateway")
+        self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="jsk8s-gateway")
+        self.calls = _Calls(settings.calls_per_user, settings.threads)
         self.limits = _Limits(settings.streams_per_user, settings.streams_total)
+        self.stream_pool = ThreadPoolExecutor(settings.streams_total, thread_name_prefix="jsk8s-gateway-stream")
+        self.holders = _Limits(settings.holders_per_user, settings.streams_total)
         self._permissions = None
         # HubAuth reads JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN and, for the scope it requires,
         # JUPYTERHUB_SERVICE_NAME or JUPYTERHUB_OAUTH_ACCESS_SCOPES from the environment.
@@ -819,7 +892,7 @@ class Gateway:
         p = self.config_prefix + wire.API_PREFIX
         job, pod = r"([^/]+)", r"([^/]+)"
         routes = [
-            (p + "health", Health), (p + "openapi.json", OpenAPI), (p + "whoami", WhoAmI), (p + "pods", Pods),
+            (p + "health", Health), (p + "ready", Ready), (p + "openapi.json", OpenAPI), (p + "whoami", WhoAmI), (p + "pods", Pods),
             (p + f"jobs/{job}", Job), (p + f"jobs/{job}/volume", Volume), (p + f"jobs/{job}/warning", Warning),
             (p + f"jobs/{job}/stop", Stop), (p + f"jobs/{job}/collector", Collector),
             (p + f"jobs/{job}/pods/{pod}/input", Input), (p + f"jobs/{job}/pods/{pod}/output", Output),

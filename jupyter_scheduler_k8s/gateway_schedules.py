@@ -9,7 +9,7 @@ absent: 404.
 from . import wire
 from .config import resolve_profile
 from .gateway import BaseHandler, Input, Output, Refusal, file_name, plain_parameters
-from .schedules import Definition, KubeSchedules, stage_out_run, SNAPSHOT_IN
+from .schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
 
 _TEXT_LIMIT = 256
 
@@ -132,12 +132,29 @@ class ForgetRun(_DefinitionHandler):
 
 class Holder(_DefinitionHandler):
     async def post(self, definition_id):
+        """Starts the pod and answers once it runs. The wait holds no thread: the pod is read
+        now and then, each read a short call in the user's turn."""
         definition_id, body = self.definition_id(definition_id), self.json_body({})
         environment = _text(body.get("environment") if isinstance(body, dict) else None, "environment", optional=True)
-        schedules = self.schedules()
+        schedules, holders, user = self.schedules(), self.gateway.holders, self.current_user
         await self.existing(schedules, definition_id)
-        pod = await self.blocking(schedules.start_holder, definition_id, environment)
-        self.send_json({"pod": pod}, status=201)
+        if not holders.acquire(user):
+            raise Refusal(429, "too many pods on definitions' volumes are starting for you; try again shortly")
+        try:
+            name, volume_uid = await self.blocking(schedules.create_holder, definition_id, environment)
+            deadline = time.monotonic() + self.gateway.k8s.scheduling_timeout_seconds
+            while True:
+                answer = holder_state(await self.blocking(schedules.read_pod, name), name, volume_uid)
+                if isinstance(answer, Exception):
+                    raise answer
+                if answer is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise ScheduleError(HOLDER_LATE)
+                await asyncio.sleep(1)
+        finally:
+            holders.release(user)
+        self.send_json({"pod": name}, status=201)
 
     async def delete(self, definition_id):
         definition_id, schedules = self.definition_id(definition_id), self.schedules()

@@ -210,9 +210,9 @@ class KubeSchedules:
                            body=_delete_options(job.metadata.uid, 0, "Background"))
 
     # ---- the holder pod: the volume's files, read and written by exec ---------------------------
-    def start_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600) -> str:
-        """A pod on the definition's volume, for the snapshot and for importing runs; returns its
-        name once it runs."""
+    def create_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600):
+        """Creates the pod on the definition's volume (for the snapshot and for importing runs),
+        unless it exists; returns its name and the volume's uid, for holder_state."""
         pvc = self.read_volume(definition_id)
         if pvc is None:
             raise NotFound(f"the volume of job definition {definition_id} is gone")
@@ -221,25 +221,21 @@ class KubeSchedules:
             name, pvc, names.definition_labels(definition_id, names.COMPONENT_COLLECTOR, self.owner,
                                                extra=self.cfg.extra_labels),
             names.annotations(self.owner, extra=self.cfg.extra_annotations), environment, hold_seconds)
+        return name, pvc.metadata.uid
 
-        def running(p):
-            if p is None or p.metadata.deletion_timestamp is not None:
-                return None
-            if not any(ref.uid == pvc.metadata.uid for ref in p.metadata.owner_references or []):
-                return NotFound(f"pod {name} is not the holder of this definition's volume")
-            problem = reasons.image_problem(p) or reasons.terminated_problem(p)
-            if problem:
-                return ScheduleError(f"could not start the pod on the definition's volume: {problem}")
-            cs = (p.status.container_statuses or [None])[0] if p.status else None
-            return name if cs is not None and cs.state.running else None
+    def read_pod(self, name: str):
+        return _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
 
+    def start_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600) -> str:
+        """create_holder, then waits (a watch) until the pod runs; returns its name."""
+        name, volume_uid = self.create_holder(definition_id, environment, hold_seconds)
         selector = (f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_COMPONENT}={names.COMPONENT_COLLECTOR},"
                     f"{names.LABEL_DEFINITION_ID}={names.safe_slug(definition_id)}")
         try:
-            answer = first_answer(pod_events(self.clients.core, self.namespace, selector, 5), running,
-                                  self.cfg.scheduling_timeout_seconds)
+            answer = first_answer(pod_events(self.clients.core, self.namespace, selector, 5),
+                                  lambda p: holder_state(p, name, volume_uid), self.cfg.scheduling_timeout_seconds)
         except WaitTimeout:
-            raise ScheduleError("the pod on the definition's volume did not start in time") from None
+            raise ScheduleError(HOLDER_LATE) from None
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -281,6 +277,23 @@ class KubeSchedules:
     def forget_run(self, definition_id: str, run_name: str) -> None:
         transfer.run_command(self.clients.core, self.namespace, self.holder(definition_id), manifests.CONTAINER,
                              EXECUTOR + ["forget-run", run_name])
+
+
+HOLDER_LATE = "the pod on the definition's volume did not start in time"
+
+
+def holder_state(pod, name: str, volume_uid: str):
+    """The holder pod's name once it runs; an error if it never will (or is not the volume's);
+    None while it is on its way."""
+    if pod is None or pod.metadata.deletion_timestamp is not None:
+        return None
+    if not any(ref.uid == volume_uid for ref in pod.metadata.owner_references or []):
+        return NotFound(f"pod {name} is not the holder of this definition's volume")
+    problem = reasons.image_problem(pod) or reasons.terminated_problem(pod)
+    if problem:
+        return ScheduleError(f"could not start the pod on the definition's volume: {problem}")
+    cs = (pod.status.container_statuses or [None])[0] if pod.status else None
+    return name if cs is not None and cs.state.running else None
 
 
 SNAPSHOT_IN = EXECUTOR + ["snapshot-in"]

@@ -569,8 +569,8 @@ def test_gateway_pod_passes_restricted_and_has_probes_and_resources():
                                             "capabilities": {"drop": ["ALL"]}}
     assert container["image"] == "localhost/jupyter-scheduler-k8s-gateway:0.1.0"
     assert container["args"] == ["jupyter-scheduler-k8s", "gateway", "--port", "8000"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/services/jobs-gateway/api/v1/health", "port": "http"}
+    for probe, path in (("readinessProbe", "ready"), ("livenessProbe", "health")):
+        assert container[probe]["httpGet"] == {"path": f"/services/jobs-gateway/api/v1/{path}", "port": "http"}
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
     assert all(set(v) <= {"name", "configMap", "emptyDir"} for v in pod["volumes"]), "no Secret or hostPath volume"
     env = {e["name"]: e for e in container["env"]}
@@ -588,7 +588,9 @@ def test_gateway_settings_come_from_values():
     values = {"gateway": {"replicas": 2, "image": {"name": "r.example/gw", "tag": "9", "pullPolicy": "Always"},
                           "hub": {"apiUrl": "http://hub.jhub.svc:8081/hub/api",
                                   "apiToken": {"existingSecret": "my-secret", "key": "token"}},
-                          "inputSizeLimitBytes": 4096, "streamsPerUser": 3, "streamsTotal": 30,
+                          "inputSizeLimitBytes": 4096, "streamsPerUser": 3, "streamsTotal": 30, "threads": 16,
+                          "callsPerUser": 4, "holdersPerUser": 1, "bodyLimitBytes": 65536, "bodyTimeoutSeconds": 20,
+                          "idleSeconds": 45,
                           "nodeSelector": {"pool": "system"}}}
     objects = render(values)
     deployment = one(objects, "Deployment")
@@ -599,8 +601,9 @@ def test_gateway_settings_come_from_values():
     assert env["JUPYTERHUB_API_URL"]["value"] == "http://hub.jhub.svc:8081/hub/api"
     assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "my-secret", "key": "token"}
     assert pod["nodeSelector"] == {"pool": "system"}
-    assert server_config(objects)["GatewayConfig"] == {"input_size_limit": 4096, "streams_per_user": 3,
-                                                        "streams_total": 30}
+    assert server_config(objects)["GatewayConfig"] == {
+        "input_size_limit": 4096, "streams_per_user": 3, "streams_total": 30, "threads": 16, "calls_per_user": 4,
+        "holders_per_user": 1, "body_limit": 65536, "body_timeout_seconds": 20, "idle_seconds": 45}
 
 
 @pytest.mark.parametrize("name,files", COMBINATIONS, ids=[c[0] for c in COMBINATIONS])

@@ -1,6 +1,8 @@
 """gateway.py's pure parts: what a create request may carry, which status each of the lifecycle's
 errors becomes, the stream caps, and an OpenAPI document that lists every route. (The gateway
 itself, with a real JupyterHub and cluster: tests/e2e/test_gateway_e2e.py.)"""
+import asyncio
+
 import pytest
 from kubernetes.client.rest import ApiException
 from tornado import web
@@ -102,3 +104,54 @@ def test_openapi_lists_every_route():
                   .replace("{definition_id}", "([^/]+)").replace("{run}", "([^/]+)")
                   for path in openapi(prefix + "/")["paths"]}
     assert routes == documented
+
+
+def test_each_user_has_a_share_of_the_threads_and_waits_without_one():
+    """Alice's flood holds at most her share of the threads; Bob's call goes through at once; her
+    extra calls wait on the event loop, and beyond four shares waiting, she gets 429."""
+    from jupyter_scheduler_k8s.gateway import _Calls
+
+    async def scenario():
+        calls, release = _Calls(per_user=2, threads=4), asyncio.Event()
+        inside = {"alice": 0, "bob": 0}
+
+        async def call(user):
+            async with calls.turn(user):
+                inside[user] += 1
+                await release.wait()
+
+        alice = [asyncio.ensure_future(call("alice")) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        assert inside["alice"] == 2 and calls.in_flight == 2 and not calls.saturated()
+        bob = asyncio.ensure_future(call("bob"))
+        await asyncio.sleep(0.05)
+        assert inside["bob"] == 1 and calls.in_flight == 3
+        with pytest.raises(web.HTTPError) as refused:  # 8 of hers wait: four shares
+            await call("alice")
+        assert refused.value.status_code == 429
+        release.set()
+        await asyncio.gather(*alice, bob)
+        assert inside == {"alice": 10, "bob": 1} and calls.in_flight == 0
+        assert calls.turns == {} and calls.waiting == {}  # idle users are forgotten
+
+    asyncio.run(scenario())
+
+
+def test_the_gateway_is_not_ready_while_every_thread_is_busy():
+    from jupyter_scheduler_k8s.gateway import _Calls
+
+    async def scenario():
+        calls, release = _Calls(per_user=2, threads=4), asyncio.Event()
+
+        async def call(user):
+            async with calls.turn(user):
+                await release.wait()
+
+        tasks = [asyncio.ensure_future(call(user)) for user in ("a", "a", "b", "b")]
+        await asyncio.sleep(0.05)
+        assert calls.saturated()
+        release.set()
+        await asyncio.gather(*tasks)
+        assert not calls.saturated()
+
+    asyncio.run(scenario())

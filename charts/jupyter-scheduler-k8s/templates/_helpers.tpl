@@ -230,7 +230,13 @@ app.kubernetes.io/component: {{ . }}
   "GatewayConfig" (dict
     "input_size_limit" (int64 .Values.gateway.inputSizeLimitBytes)
     "streams_per_user" (int64 .Values.gateway.streamsPerUser)
-    "streams_total" (int64 .Values.gateway.streamsTotal))
+    "streams_total" (int64 .Values.gateway.streamsTotal)
+    "threads" (int64 .Values.gateway.threads)
+    "calls_per_user" (int64 .Values.gateway.callsPerUser)
+    "holders_per_user" (int64 .Values.gateway.holdersPerUser)
+    "body_limit" (int64 .Values.gateway.bodyLimitBytes)
+    "body_timeout_seconds" (int64 .Values.gateway.bodyTimeoutSeconds)
+    "idle_seconds" (int64 .Values.gateway.idleSeconds))
 }}
 {{- toPrettyJson $config }}
 {{- end }}
