@@ -4,6 +4,7 @@ send is refused or bounded, the gateway's memory stays put, and it is never rest
 Memory is the gateway process's own peak (VmHWM, read on this host, which is the node)."""
 import socket
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 from kubernetes import client
 
-from .conftest import FULLNAME, leftovers, write_notebook
+from .conftest import FULLNAME, leftovers, running_pod, write_notebook
 from .hub import PeakMemory, call
 from .netpol import egress_allows
 
@@ -170,3 +171,74 @@ def test_job_pods_reach_no_private_address(gateway, hub, core, jobs_namespace):
         assert not egress_allows(policy, address, port), (address, port, policy.spec.egress)
         assert egress_allows(policy, address, 53), (address, policy.spec.egress)  # DNS: the control
     assert egress_allows(policy, "151.101.0.223", 443)  # the internet (pypi.org): the other control
+
+
+def _trickle(url: str, token: str, outcome: list, seconds: float = 240) -> None:
+    """An upload that sends 100 bytes every 5 s: records whether the gateway cut it off before
+    the client gave up."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: token {token}\r\n"
+                  f"Content-Length: {MiB}\r\n\r\n".encode())
+        ends = time.monotonic() + seconds
+        try:
+            while time.monotonic() < ends:
+                s.sendall(b"\0" * 100)
+                s.settimeout(5)
+                try:
+                    if s.recv(65536) == b"":
+                        outcome.append("cut")
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    outcome.append("cut")
+                    return
+        except OSError:
+            outcome.append("cut")
+            return
+    outcome.append("held to the end")
+
+
+def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, core, batch, jobs_namespace):
+    """Alice floods the gateway (40 holder starts, 10 trickled uploads, 20 log reads at once)
+    while Bob runs a job: his job completes with its outputs, the gateway stays ready, Alice's
+    extra requests are refused with 429 and her trickles are cut off. (Bob's time with and
+    without the flood: bench/gateway --flood.)"""
+    alice, bob = user_server("alice", gateway), user_server("bob", gateway)
+    write_notebook(str(alice.root / "nap.ipynb"), "print('napping', flush=True)\nimport time; time.sleep(240)")
+    definition = alice.create_definition("nap.ipynb", schedule="0 0 1 1 *")
+    napping = alice.create_job("nap.ipynb")
+    pod = running_pod(core, jobs_namespace, napping).metadata.name
+    token = alice.hub_token
+    statuses, trickles, ready = [], [], []
+
+    def post(url, method="POST"):
+        statuses.append(call(url, method, token, {} if method == "POST" else None, timeout=120)[0])
+
+    flood = [threading.Thread(target=post, args=(f"{gateway.api}definitions/{definition}/holder",)) for _ in range(40)]
+    flood += [threading.Thread(target=_trickle, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/input", token, trickles))
+              for _ in range(10)]
+    flood += [threading.Thread(target=post, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/log", "GET"))
+              for _ in range(20)]
+    for thread in flood:
+        thread.start()
+    write_notebook(str(bob.root / "report.ipynb"), "print('bob was here')")
+    job = bob.create_job("report.ipynb", output_formats=["ipynb", "html"])
+    while bob.job(job)["status"] not in ("COMPLETED", "FAILED", "STOPPED"):
+        ready.append(call(gateway.api + "ready")[0])
+        time.sleep(1)
+    job = bob.job(job)
+    assert job["status"] == "COMPLETED", (job["status_message"], gateway.log_tail())
+    assert "bob was here" in bob.output(job, "html").read_text()
+    assert ready and set(ready) == {200}, ready  # Alice's share of the threads never ran out for all
+    for thread in flood:
+        thread.join(300)
+    print(f"Alice's flood: {len(statuses)} requests answered "
+          f"({sorted((s, statuses.count(s)) for s in set(statuses))}), trickles: {trickles}")
+    assert statuses.count(429) >= 40 - 2, statuses  # holders: two at a time; logs: no stream slot left
+    assert all(status in (200, 201, 429) for status in statuses), statuses
+    assert trickles.count("cut") == 10, trickles  # 8 cut for stalling, 2 refused at once
+    alice.delete_job(napping)
+    alice.delete_definition(definition)
+    assert leftovers(core, batch, jobs_namespace) == []
