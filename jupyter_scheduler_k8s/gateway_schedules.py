@@ -6,6 +6,9 @@ admission policy and the Role apply exactly as to jobs. Another user's definitio
 absent: 404.
 """
 
+import asyncio
+import time
+
 from . import wire
 from .config import resolve_profile
 from .gateway import BaseHandler, Input, Output, Refusal, file_name, plain_parameters
