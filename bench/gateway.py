@@ -6,6 +6,9 @@ executor, in one run on the local cluster. Reports
   - the gateway's RSS with U users x J sleeping jobs in flight (goal <= 250 MB);
   - an input folder of M MB staged through the gateway: MB/s (goal >= 50) and the gateway's RSS
     growth (goal <= 50 MB).
+With --flood, instead: Bob's one-cell job, submit -> outputs staged, alone and while Alice floods
+the gateway (40 holder starts, 10 trickled uploads and 20 log reads at once, a fresh burst for
+each of Bob's runs), interleaved: flooded / alone (goal <= 1.5).
 The gateway runs as a process with the admin kubeconfig (a benchmark, not a test of rights: the
 e2e tests run it as the chart installs it), so that its RSS can be read."""
 import argparse
@@ -24,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.concurrency import bench_cluster, delete_namespace  # noqa: E402
 from bench.overhead import interleaved_medians  # noqa: E402
 from tests.e2e.conftest import SchedulerHarness, write_notebook  # noqa: E402
-from tests.e2e.hub import GATEWAY_SERVICE, Hub, wait_http  # noqa: E402
+from bench.overhead import staged  # noqa: E402
+from tests.e2e.hub import GATEWAY_SERVICE, Hub, call, trickle_upload, wait_http  # noqa: E402
 from tests.e2e.processes import ManagedProcess, free_port  # noqa: E402
 
 RESOURCES = {"cpu_request": "50m", "memory_request": "128Mi", "memory_limit": "512Mi"}
@@ -65,6 +69,62 @@ def rss_mb(process) -> float:
     return psutil.Process(process.pid).memory_info().rss / 2 ** 20
 
 
+def flood_bench(core, args, gateway, hub, hub_harness):
+    """Bob's one-cell job alone and under a fresh burst of Alice's flood, interleaved."""
+    import statistics
+    import uuid
+
+    from jupyter_scheduler_k8s import names
+
+    alice, bob = hub_harness("alice"), hub_harness("bob")
+    token = hub.user_token("alice")
+    definition = str(uuid.uuid4())
+    status, answer, _ = call(f"{gateway.api}definitions/{definition}", "PUT", token, {"definition": {
+        "input_file": "nap.ipynb", "outputs": {"ipynb": "nap.ipynb"}, "log_name": "nap.log",
+        "schedule": "0 0 1 1 *", "timezone": "UTC", "active": False}})
+    assert status == 201, answer
+    write_notebook(str(alice.root / "nap.ipynb"), "import time; time.sleep(3600)")
+    napping = alice.submit("nap.ipynb")
+    deadline = time.monotonic() + 180
+    while True:
+        pods = [p for p in core.list_namespaced_pod(args.namespace, label_selector=names.job_selector(napping)).items
+                if p.status.phase == "Running"]
+        if pods:
+            pod = pods[0].metadata.name
+            break
+        assert time.monotonic() < deadline, "Alice's job did not start"
+        time.sleep(0.5)
+
+    def burst():
+        threads = [threading.Thread(target=call, args=(f"{gateway.api}definitions/{definition}/holder", "POST",
+                                                       token, {}), kwargs={"timeout": 300}) for _ in range(40)]
+        threads += [threading.Thread(target=trickle_upload, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/input", token,
+                                                            [])) for _ in range(10)]
+        threads += [threading.Thread(target=call, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/log",), kwargs={
+            "token": token, "timeout": 300}) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    write_notebook(str(bob.root / "one.ipynb"), "1 + 1")
+    times = {"alone": [], "flooded": []}
+    for i in range(args.runs + 1):
+        for name in times:
+            flood = burst() if name == "flooded" else []
+            start = time.monotonic()
+            staged(bob, bob.submit("one.ipynb"))
+            if i:
+                times[name].append(time.monotonic() - start)
+            for thread in flood:  # the next run gets a fresh burst (trickles are cut after idle_seconds)
+                thread.join(600)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"Bob's one-cell notebook, submit -> outputs staged, {args.runs} runs each, interleaved after a warm-up:")
+    for name, t in times.items():
+        print(f"  {name:8s}: median {medians[name]:.2f}s  (min {min(t):.2f}s, max {max(t):.2f}s)")
+    print(f"  ratio flooded/alone: {medians['flooded'] / medians['alone']:.2f}  (goal <= 1.5)")
+    alice.scheduler.stop_job(napping)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
@@ -72,6 +132,7 @@ def main():
     parser.add_argument("--jobs-per-user", type=int, default=5)
     parser.add_argument("--input-mb", type=int, default=500)
     parser.add_argument("--namespace", default="jsk8s-bench")
+    parser.add_argument("--flood", action="store_true", help="Bob's job time with and without Alice's flood")
     args = parser.parse_args()
 
     from jupyter_scheduler.executors import DefaultExecutionManager
@@ -86,7 +147,8 @@ def main():
         hub = Hub(tmp / "hub").start()
         server_config = {"K8sConfig": dict(direct_config.K8sConfig, storage_size="2Gi",
                                            output_size_limit=2 * 1024 ** 3),
-                         "GatewayConfig": {"input_size_limit": 2 * 1024 ** 3, "streams_per_user": 16}}
+                         "GatewayConfig": {} if args.flood else {"input_size_limit": 2 * 1024 ** 3,
+                                                                  "streams_per_user": 16}}
         gateway = GatewayProcess(tmp / "gateway", server_config, os.environ["KUBECONFIG"], hub.api_url,
                                  hub.gateway_token).start()
         schedulers = []
@@ -99,6 +161,9 @@ def main():
                 schedulers.append(h.scheduler)
                 return h
 
+            if args.flood:
+                flood_bench(core, args, gateway, hub, hub_harness)
+                return
             harnesses = {"local": SchedulerHarness(tmp, "local", DefaultExecutionManager),
                          "direct": SchedulerHarness(tmp, "direct", None, scheduler_class=K8sScheduler,
                                                     config=direct_config),

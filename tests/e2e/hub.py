@@ -6,10 +6,12 @@ proxy, is tests of its own)."""
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -252,3 +254,30 @@ def _status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field} for process {pid}")
+
+
+def trickle_upload(url: str, token: str, outcome: list, seconds: float = 240) -> None:
+    """An upload that sends 100 bytes every 5 s: records whether the gateway cut it off before
+    the client gave up."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: token {token}\r\n"
+                  f"Content-Length: {1024 ** 2}\r\n\r\n".encode())
+        ends = time.monotonic() + seconds
+        try:
+            while time.monotonic() < ends:
+                s.sendall(b"\0" * 100)
+                s.settimeout(5)
+                try:
+                    if s.recv(65536) == b"":
+                        outcome.append("cut")
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    outcome.append("cut")
+                    return
+        except OSError:
+            outcome.append("cut")
+            return
+    outcome.append("held to the end")

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from .conftest import FULLNAME, leftovers, running_pod, write_notebook
-from .hub import PeakMemory, call
+from .hub import PeakMemory, call, trickle_upload
 from .netpol import egress_allows
 
 pytestmark = pytest.mark.e2e
@@ -173,33 +173,6 @@ def test_job_pods_reach_no_private_address(gateway, hub, core, jobs_namespace):
     assert egress_allows(policy, "151.101.0.223", 443)  # the internet (pypi.org): the other control
 
 
-def _trickle(url: str, token: str, outcome: list, seconds: float = 240) -> None:
-    """An upload that sends 100 bytes every 5 s: records whether the gateway cut it off before
-    the client gave up."""
-    parts = urllib.parse.urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
-        s.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: token {token}\r\n"
-                  f"Content-Length: {MiB}\r\n\r\n".encode())
-        ends = time.monotonic() + seconds
-        try:
-            while time.monotonic() < ends:
-                s.sendall(b"\0" * 100)
-                s.settimeout(5)
-                try:
-                    if s.recv(65536) == b"":
-                        outcome.append("cut")
-                        return
-                except socket.timeout:
-                    pass
-                except OSError:
-                    outcome.append("cut")
-                    return
-        except OSError:
-            outcome.append("cut")
-            return
-    outcome.append("held to the end")
-
-
 def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, core, batch, jobs_namespace):
     """Alice floods the gateway (40 holder starts, 10 trickled uploads, 20 log reads at once)
     while Bob runs a job: his job completes with its outputs, the gateway stays ready, Alice's
@@ -217,7 +190,7 @@ def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, co
         statuses.append(call(url, method, token, {} if method == "POST" else None, timeout=120)[0])
 
     flood = [threading.Thread(target=post, args=(f"{gateway.api}definitions/{definition}/holder",)) for _ in range(40)]
-    flood += [threading.Thread(target=_trickle, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/input", token, trickles))
+    flood += [threading.Thread(target=trickle_upload, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/input", token, trickles))
               for _ in range(10)]
     flood += [threading.Thread(target=post, args=(f"{gateway.api}jobs/{napping}/pods/{pod}/log", "GET"))
               for _ in range(20)]
