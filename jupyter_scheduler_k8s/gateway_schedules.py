@@ -59,6 +59,12 @@ class _DefinitionHandler(BaseHandler):
             raise Refusal(404, "no such run")
         return value
 
+    @staticmethod
+    def known(schedules: KubeSchedules, definition_id: str) -> None:
+        """A 404 unless the user has the definition's CronJob or its volume (on a thread)."""
+        if schedules.read_cronjob(definition_id) is None and schedules.read_volume(definition_id) is None:
+            raise Refusal(404, "no such job definition")
+
     async def existing(self, schedules: KubeSchedules, definition_id: str):
         if await self.blocking(schedules.read_cronjob, definition_id) is None:
             raise Refusal(404, "no such job definition")
@@ -81,8 +87,7 @@ class DefinitionHandler(_DefinitionHandler):
         definition_id, schedules = self.definition_id(definition_id), self.schedules()
 
         def delete():
-            if schedules.read_cronjob(definition_id) is None and schedules.read_volume(definition_id) is None:
-                raise Refusal(404, "no such job definition")
+            self.known(schedules, definition_id)
             schedules.delete(definition_id)
         await self.blocking(delete)
         self.set_status(204)
@@ -163,8 +168,7 @@ class Holder(_DefinitionHandler):
         definition_id, schedules = self.definition_id(definition_id), self.schedules()
 
         def remove():
-            if schedules.read_cronjob(definition_id) is None and schedules.read_volume(definition_id) is None:
-                raise Refusal(404, "no such job definition")
+            self.known(schedules, definition_id)
             schedules.remove_holder(definition_id)
         await self.blocking(remove)
         self.set_status(204)
