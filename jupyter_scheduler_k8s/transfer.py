@@ -92,7 +92,7 @@ class _Channels(dict):
     The client appends every frame with `channels[c] += data`. Stdout is the data stream while a
     reader takes it (`streaming`); after that, and on every other command, it counts as printed,
     like stderr. Stderr keeps only its end, for the message; a command that prints more than
-    PRINT_LIMIT in all is cut off with CommandFailed. bytearrays append in place (bytes' `+=`
+    PRINT_LIMIT in all is cut off (PrintedTooMuch). bytearrays append in place (bytes' `+=`
     copies all that is unread each time: quadratic). The status channel stays bytes, which the
     client's yaml parser takes."""
 
