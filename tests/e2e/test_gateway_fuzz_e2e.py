@@ -24,7 +24,7 @@ def test_no_request_makes_the_gateway_fail(gateway, hub, core, batch, jobs_names
     for operation in operations:
         for mode in MODES:
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+            @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                       database=None)
             def fuzz(case):
                 # The pod watch streams for minutes: its status line is the answer.

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 
 import nbformat
 import pytest
@@ -115,32 +116,34 @@ while time.time() < deadline:
 '''
 
 
-def test_a_notebook_cannot_replace_the_executor_but_can_pip_install(gateway, user_server, core, batch,
+def test_a_notebook_cannot_replace_the_executor_nor_flood_the_gateway(gateway, user_server, core, batch,
                                                                      jobs_namespace):
+    """Two of Mallory's jobs at once. One tries to replace what the gateway runs in its pod
+    (refused), and %pip-installs a package (allowed: its kernel has a package directory). The
+    other leaves a process behind that writes 1 GiB into its stage-out's stderr: the job fails with
+    a short message, and the gateway's memory does not move."""
     server = user_server("mallory", gateway)
     write_notebook(str(server.root / "tamper.ipynb"), TAMPER, TINY_PACKAGE,
                    "%pip install --quiet --no-index --no-build-isolation ./tinypkg",
                    "import tinypkg; print(tinypkg.WORKS)")
-    job = server.wait(server.create_job("tamper.ipynb", output_formats=["ipynb"], package_input_folder=True))
-    assert job["status"] == "COMPLETED", job["status_message"]
-    cells = nbformat.read(server.output(job, "ipynb"), as_version=4).cells
-    printed = "".join(o.get("text", "") for o in cells[0].outputs)
-    assert printed.splitlines() == [f"{what} : Permission denied" for what in (
-        "replace the executor", "add a command before it", "change its package")], printed
-    assert "tinypkg imported" in "".join(o.get("text", "") for o in cells[3].outputs), cells[3].outputs
-    assert leftovers(core, batch, jobs_namespace) == []
-
-
-def test_a_notebook_that_floods_its_stage_out_fails_and_costs_the_gateway_nothing(
-        gateway, user_server, core, batch, jobs_namespace):
-    server = user_server("mallory", gateway)
     write_notebook(str(server.root / "flood.ipynb"),
                    "import subprocess, sys\n"
                    f"subprocess.Popen([sys.executable, '-c', {FLOOD!r}], start_new_session=True,\n"
                    "                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
                    "print('flooder started')")
     memory = PeakMemory(gateway.processes())
-    job = server.wait(server.create_job("flood.ipynb", output_formats=["ipynb"]), timeout=300)
+    tamper = server.create_job("tamper.ipynb", output_formats=["ipynb"], package_input_folder=True)
+    flood = server.create_job("flood.ipynb", output_formats=["ipynb"])
+
+    job = server.wait(tamper)
+    assert job["status"] == "COMPLETED", job["status_message"]
+    cells = nbformat.read(server.output(job, "ipynb"), as_version=4).cells
+    printed = "".join(o.get("text", "") for o in cells[0].outputs)
+    assert printed.splitlines() == [f"{what} : Permission denied" for what in (
+        "replace the executor", "add a command before it", "change its package")], printed
+    assert "tinypkg imported" in "".join(o.get("text", "") for o in cells[3].outputs), cells[3].outputs
+
+    job = server.wait(flood, timeout=300)
     growth = memory.growth()
     print(f"gateway peak RSS growth while a pod wrote 1 GiB into stage-out's stderr: {growth / MiB:.1f} MiB; "
           f"the job's message: {job['status_message']!r}")
@@ -180,10 +183,14 @@ def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, co
     without the flood: bench/gateway --flood.)"""
     alice, bob = user_server("alice", gateway), user_server("bob", gateway)
     write_notebook(str(alice.root / "nap.ipynb"), "print('napping', flush=True)\nimport time; time.sleep(240)")
-    definition = alice.create_definition("nap.ipynb", schedule="0 0 1 1 *")
     napping = alice.create_job("nap.ipynb")
-    pod = running_pod(core, jobs_namespace, napping).metadata.name
     token = alice.hub_token
+    definition = str(uuid.uuid4())  # a definition of hers, straight through the gateway (no snapshot needed)
+    status, answer, _ = call(f"{gateway.api}definitions/{definition}", "PUT", token, {"definition": {
+        "input_file": "nap.ipynb", "outputs": {"ipynb": "nap.ipynb"}, "log_name": "nap.log",
+        "schedule": "0 0 1 1 *", "timezone": "UTC", "active": False}})
+    assert status == 201, answer
+    pod = running_pod(core, jobs_namespace, napping).metadata.name
     statuses, trickles, ready = [], [], []
 
     def post(url, method="POST"):
@@ -213,5 +220,5 @@ def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, co
     assert all(status in (200, 201, 429) for status in statuses), statuses
     assert trickles.count("cut") == 10, trickles  # 8 cut for stalling, 2 refused at once
     alice.delete_job(napping)
-    alice.delete_definition(definition)
+    assert call(f"{gateway.api}definitions/{definition}", "DELETE", token)[0] == 204
     assert leftovers(core, batch, jobs_namespace) == []
