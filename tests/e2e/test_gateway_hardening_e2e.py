@@ -123,7 +123,7 @@ def test_a_notebook_cannot_replace_the_executor_nor_flood_the_gateway(gateway, u
     other leaves a process behind that writes 1 GiB into its stage-out's stderr: the job fails with
     a short message, and the gateway's memory does not move."""
     server = user_server("mallory", gateway)
-    write_notebook(str(server.root / "tamper.ipynb"), TAMPER, TINY_PACKAGE,
+    write_notebook(str(server.root / "tamper" / "tamper.ipynb"), TAMPER, TINY_PACKAGE,
                    "%pip install --quiet --no-index --no-build-isolation ./tinypkg",
                    "import tinypkg; print(tinypkg.WORKS)")
     write_notebook(str(server.root / "flood.ipynb"),
@@ -132,7 +132,7 @@ def test_a_notebook_cannot_replace_the_executor_nor_flood_the_gateway(gateway, u
                    "                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
                    "print('flooder started')")
     memory = PeakMemory(gateway.processes())
-    tamper = server.create_job("tamper.ipynb", output_formats=["ipynb"], package_input_folder=True)
+    tamper = server.create_job("tamper/tamper.ipynb", output_formats=["ipynb"], package_input_folder=True)
     flood = server.create_job("flood.ipynb", output_formats=["ipynb"])
 
     job = server.wait(tamper)
