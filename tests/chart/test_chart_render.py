@@ -78,7 +78,8 @@ def test_default_jobs_namespace_is_separate_and_restricted():
     in_release = {(o["kind"], o["metadata"]["name"]) for o in objects
                   if o["metadata"].get("namespace") == NAMESPACE}
     assert in_release == {("ConfigMap", f"{FULLNAME}-config"), ("ServiceAccount", GATEWAY), ("Deployment", GATEWAY),
-                          ("Service", GATEWAY), ("NetworkPolicy", GATEWAY)}
+                          ("Service", GATEWAY), ("NetworkPolicy", GATEWAY),
+                          ("PodDisruptionBudget", GATEWAY)}
     for kind in ("Role", "RoleBinding"):
         assert one(objects, kind)["metadata"]["namespace"] == JOBS_NS
     assert one(objects, "NetworkPolicy", name=f"{FULLNAME}-jobs")["metadata"]["namespace"] == JOBS_NS
@@ -585,7 +586,7 @@ def test_gateway_pod_passes_restricted_and_has_probes_and_resources():
 
 
 def test_gateway_settings_come_from_values():
-    values = {"gateway": {"replicas": 2, "image": {"name": "r.example/gw", "tag": "9", "pullPolicy": "Always"},
+    values = {"gateway": {"replicas": 3, "image": {"name": "r.example/gw", "tag": "9", "pullPolicy": "Always"},
                           "hub": {"apiUrl": "http://hub.jhub.svc:8081/hub/api",
                                   "apiToken": {"existingSecret": "my-secret", "key": "token"}},
                           "inputSizeLimitBytes": 4096, "streamsPerUser": 3, "streamsTotal": 30, "threads": 16,
@@ -595,7 +596,7 @@ def test_gateway_settings_come_from_values():
     objects = render(values)
     deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["replicas"] == 3
     assert (pod["containers"][0]["image"], pod["containers"][0]["imagePullPolicy"]) == ("r.example/gw:9", "Always")
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["JUPYTERHUB_API_URL"]["value"] == "http://hub.jhub.svc:8081/hub/api"
@@ -604,6 +605,27 @@ def test_gateway_settings_come_from_values():
     assert server_config(objects)["GatewayConfig"] == {
         "input_size_limit": 4096, "streams_per_user": 3, "streams_total": 30, "threads": 16, "calls_per_user": 4,
         "holders_per_user": 1, "body_limit": 65536, "body_timeout_seconds": 20, "idle_seconds": 45}
+
+
+def test_two_gateway_replicas_with_a_disruption_budget_by_default():
+    objects = render()
+    deployment, pdb = one(objects, "Deployment"), one(objects, "PodDisruptionBudget")
+    assert deployment["spec"]["replicas"] == 2
+    assert pdb["apiVersion"] == "policy/v1" and pdb["metadata"]["namespace"] == NAMESPACE
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # never keeps a replica from starting
+    assert spread["labelSelector"] == deployment["spec"]["selector"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+
+    pdb = one(render({"gateway": {"pdb": {"maxUnavailable": None, "minAvailable": 1},
+                                  "terminationGracePeriodSeconds": 300}}), "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    assert not find(render({"gateway": {"pdb": {"enabled": False}}}), "PodDisruptionBudget")
+    for pdb in ({"minAvailable": 1}, {"maxUnavailable": None}):
+        assert "exactly one of maxUnavailable and minAvailable" in render_error({"gateway": {"pdb": pdb}})
 
 
 @pytest.mark.parametrize("name,files", COMBINATIONS, ids=[c[0] for c in COMBINATIONS])

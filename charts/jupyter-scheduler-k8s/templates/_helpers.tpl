@@ -267,6 +267,11 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- $envNames = append $envNames .name }}
 {{- end }}
+{{- with .Values.gateway.pdb }}
+{{- if and .enabled (eq (typeIs "<nil>" .maxUnavailable) (typeIs "<nil>" .minAvailable)) }}
+{{- fail "\n\ngateway.pdb needs exactly one of maxUnavailable and minAvailable (set the other to null)." }}
+{{- end }}
+{{- end }}
 {{- if and .Values.resourceQuota.enabled (not .Values.resourceQuota.hard) }}
 {{- fail "\n\nresourceQuota.enabled is true but resourceQuota.hard is empty. List the limits, for example hard: {pods: \"20\", requests.storage: 50Gi}." }}
 {{- end }}
