@@ -16,11 +16,12 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 import urllib3
 from jupyterhub.services.auth import HubAuth, HubAuthenticated, UserNotAllowed
@@ -191,6 +192,10 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         return self.settings["gateway"]
 
     async def prepare(self):
+        self.gateway.requests.add(self)
+        if self.gateway.draining:
+            # This pod is stopping: the client's next request opens a connection to another.
+            self.set_header("Connection", "close")
         if self.public:
             return
         try:
@@ -208,6 +213,13 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             raise Refusal(403, "jobs belong to users: use a user's token")
         self.current_user = model["name"]
         self.accept_body()
+
+    def on_finish(self):
+        self.gateway.requests.discard(self)
+
+    def on_connection_close(self):
+        self.gateway.requests.discard(self)
+        super().on_connection_close()
 
     def accept_body(self) -> None:
         """Called once the token is good: the body may now be read, up to body_limit."""
@@ -337,13 +349,15 @@ class Health(BaseHandler):
 
 
 class Ready(BaseHandler):
-    """Readiness: 503 while every thread for Kubernetes calls is busy (a second replica, if
-    there is one, takes the new requests meanwhile)."""
+    """Readiness: 503 while every thread for Kubernetes calls is busy (another replica takes the
+    new requests meanwhile), and while the pod is stopping."""
     public = True
 
     def get(self):
         calls = self.gateway.calls
-        if calls.saturated():
+        if self.gateway.draining:
+            self.send_json({"status": "stopping"}, status=503)
+        elif calls.saturated():
             self.send_json({"status": "busy", "calls_in_progress": calls.in_flight}, status=503)
         else:
             self.send_json({"status": "ready", "calls_in_progress": calls.in_flight})
@@ -526,6 +540,7 @@ class _Stream(BaseHandler):
 
     def on_finish(self):
         self._free()
+        super().on_finish()
 
     def on_connection_close(self):
         self._free()
@@ -585,6 +600,7 @@ class Input(_Stream):
         self.loop = asyncio.get_running_loop()
         driver = self.driver()
         pod, command = await self.target(driver)
+        log.info("%s: upload begins", self.request.path)
         self.sending = self.loop.run_in_executor(self.gateway.stream_pool, self._send, driver, pod, command)
         self.sending.add_done_callback(self._sent)
 
@@ -652,6 +668,7 @@ class Input(_Stream):
         if not self.sending.done():
             await self.chunks.put(None)
         await self.sending
+        log.info("%s: upload done (%d bytes)", self.request.path, self.received)
         self.send_json({"staged": True})
 
     def on_connection_close(self):
@@ -713,7 +730,11 @@ class Pods(_Stream):
     Only genuine pods (driver.KubeDriver.genuine) are sent. The response ends after
     watch_seconds; the client reconnects."""
 
+    stopped = None
+
     async def get(self):
+        if self.gateway.draining:
+            raise Refusal(503, "this jobs gateway pod is stopping; try again")
         job_id = self.get_argument("job_id", None)
         if job_id is not None:
             self.job_id(job_id)
@@ -770,7 +791,7 @@ class Pods(_Stream):
         self.finish()
 
     def on_connection_close(self):
-        if hasattr(self, "stopped"):
+        if self.stopped is not None:
             self.stopped.set()
         super().on_connection_close()
 
@@ -863,6 +884,8 @@ def schedule_paths(base: str, op) -> dict:
 
 
 class Gateway:
+    DROP_SECONDS = 5  # for the endpoints' change to reach every node's proxy
+
     def __init__(self, k8s: K8sConfig, settings: GatewayConfig, clients: Optional[Clients] = None,
                  hub_auth: Optional[HubAuth] = None):
         self.k8s, self.options = k8s, settings
@@ -873,6 +896,8 @@ class Gateway:
         self.limits = _Limits(settings.streams_per_user, settings.streams_total)
         self.stream_pool = ThreadPoolExecutor(settings.streams_total, thread_name_prefix="jsk8s-gateway-stream")
         self.holders = _Limits(settings.holders_per_user, settings.streams_total)
+        self.requests: Set[BaseHandler] = set()  # in progress, for drain()
+        self.draining = False
         self._permissions = None
         # HubAuth reads JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN and, for the scope it requires,
         # JUPYTERHUB_SERVICE_NAME or JUPYTERHUB_OAUTH_ACCESS_SCOPES from the environment.
@@ -900,15 +925,40 @@ class Gateway:
         ] + gateway_schedules.routes(p)  # noqa: F821 - imported below: it builds on this module
         return web.Application(routes, gateway=self, hub_auth=self.hub_auth)
 
-    def serve(self) -> None:
+    def http_server(self) -> HTTPServer:
         options = self.options
         # Uploads raise their own limits once their token is checked (Input.accept_body).
-        server = HTTPServer(self.app(), idle_connection_timeout=options.body_timeout_seconds,
-                            body_timeout=options.body_timeout_seconds, max_body_size=2 * options.body_limit)
+        return HTTPServer(self.app(), idle_connection_timeout=options.body_timeout_seconds,
+                          body_timeout=options.body_timeout_seconds, max_body_size=2 * options.body_limit)
+
+    def serve(self) -> None:
+        server = self.http_server()
         server.listen(self.options.port, self.options.ip)
         log.info("jobs gateway on %s:%d%s, jobs namespace %s", self.options.ip, self.options.port,
                  self.config_prefix, self.k8s.namespace)
-        IOLoop.current().start()
+        loop = IOLoop.current()
+        loop.asyncio_loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.drain(server)))
+        loop.start()
+
+    async def drain(self, server: HTTPServer) -> None:
+        """On SIGTERM (a rollout, an eviction, a drained node): take no new work and let what runs
+        finish, so that a routine stop cuts no transfer. Until the Service has dropped this pod
+        (DROP_SECONDS), new requests are still served, with `Connection: close` so that clients
+        come back to another pod; pod watches end at once (their clients reconnect). The kubelet
+        kills what is still running after terminationGracePeriodSeconds, and clients retry."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("stopping: %d requests in progress; taking no new ones", len(self.requests))
+        for request in list(self.requests):
+            if getattr(request, "stopped", None) is not None:
+                request.stopped.set()
+        await asyncio.sleep(self.DROP_SECONDS)
+        server.stop()
+        while self.requests:
+            await asyncio.sleep(0.2)
+        log.info("stopped: every request has ended")
+        IOLoop.current().stop()
 
 
 from . import gateway_schedules  # noqa: E402 - its handlers build on this module's

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 
 import pytest
 from tornado.httpserver import HTTPServer
@@ -44,27 +45,35 @@ class NoKubernetes:
         raise AssertionError(f"a request reached Kubernetes ({name})")
 
 
-@pytest.fixture(scope="module")
-def server():
-    k8s = K8sConfig(namespace="jobs")
-    gateway = Gateway(k8s, GatewayConfig(service_prefix="/services/jobs-gateway/", body_limit=256 * 1024,
-                                         body_timeout_seconds=5),
-                      clients=NoKubernetes(), hub_auth=StandInHub())
+def serve(gateway):
+    """The gateway's own HTTP server on a loopback port, on a thread: (port, its loop, the thread)."""
     started, holder = threading.Event(), {}
 
     def run():
         asyncio.set_event_loop(asyncio.new_event_loop())
-        options = gateway.options
-        http = HTTPServer(gateway.app(), idle_connection_timeout=options.body_timeout_seconds,
-                          body_timeout=options.body_timeout_seconds, max_body_size=2 * options.body_limit)
+        http = gateway.http_server()
         sockets = bind_sockets(0, "127.0.0.1")
         http.add_sockets(sockets)
-        holder["port"], holder["loop"] = sockets[0].getsockname()[1], IOLoop.current()
+        holder.update(port=sockets[0].getsockname()[1], loop=IOLoop.current(), http=http)
         started.set()
         IOLoop.current().start()
 
-    threading.Thread(target=run, daemon=True).start()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
     started.wait(10)
+    return holder, thread
+
+
+def make_gateway():
+    return Gateway(K8sConfig(namespace="jobs"), GatewayConfig(service_prefix="/services/jobs-gateway/",
+                                                              body_limit=256 * 1024, body_timeout_seconds=5),
+                   clients=NoKubernetes(), hub_auth=StandInHub())
+
+
+@pytest.fixture(scope="module")
+def server():
+    gateway = make_gateway()
+    holder, _ = serve(gateway)
     yield gateway, holder["port"]
     holder["loop"].add_callback(holder["loop"].stop)
 
@@ -143,3 +152,47 @@ def test_bad_input_is_a_4xx_with_a_message(server, method, path, body):
     status, answer = request_head(port, method, path, ["Authorization: token good",
                                                        f"Content-Length: {len(body)}"], body)
     assert 400 <= status < 500 and answer["message"], (status, answer)
+
+
+def test_a_stopping_gateway_finishes_what_it_serves_and_takes_no_new_work():
+    """SIGTERM's drain(): /ready says "stopping" and answers close their connection; once the
+    Service has had time to drop the pod, new connections are refused; a request in progress
+    is served to its end, and only then does the server stop."""
+    gateway = make_gateway()
+    gateway.DROP_SECONDS = 1
+    holder, thread = serve(gateway)
+    port, body = holder["port"], b"{not json at all}"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        slow.sendall(f"PUT {PREFIX}jobs/{JOB_ID} HTTP/1.1\r\nHost: g\r\nAuthorization: token good\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+        for _ in range(200):
+            if gateway.requests:  # the handler runs, its body half sent
+                break
+            time.sleep(0.05)
+        assert gateway.requests, "the request in progress is not counted"
+        holder["loop"].add_callback(lambda: asyncio.ensure_future(gateway.drain(holder["http"])))
+        for _ in range(200):
+            if gateway.draining:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"GET {PREFIX}ready HTTP/1.1\r\nHost: g\r\n\r\n".encode())
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503") and b"stopping" in answer, answer
+        assert b"\r\nConnection: close\r\n" in answer, answer
+        refused = False
+        for _ in range(100):  # until DROP_SECONDS have passed
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                time.sleep(0.1)
+            except ConnectionRefusedError:
+                refused = True
+                break
+        assert refused, "a stopping gateway still takes new connections"
+        assert thread.is_alive(), "the gateway stopped with a request in progress"
+        slow.sendall(body[5:])
+        answer = slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"not JSON" in answer, answer
+    thread.join(10)
+    assert not thread.is_alive(), "the gateway did not stop once its last request had ended"
+    assert not gateway.requests
