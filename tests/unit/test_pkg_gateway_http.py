@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
