@@ -175,6 +175,10 @@ class InstalledGateway:
     def api(self) -> str:
         return self.url + "api/v1/"
 
+    def pod_api(self, pod) -> str:
+        """One gateway pod's API, by its pod IP (per-pod caps hold per pod)."""
+        return self.api.replace(urllib.parse.urlsplit(self.api).netloc, f"{pod.status.pod_ip}:8000")
+
     def pods(self):
         selector = ",".join(f"{k}={v}" for k, v in
                             self.apps.read_namespaced_deployment(self.name, self.namespace).spec.selector.match_labels.items())

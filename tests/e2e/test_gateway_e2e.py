@@ -145,21 +145,23 @@ def test_size_and_stream_limits(gateway, hub, user_server, core, batch, jobs_nam
         gateway.wait_ready()
 
 
-def _watch(gateway, token):
+def _watch(api, token):
     return urllib.request.urlopen(urllib.request.Request(
-        f"{gateway.api}pods?tick=1", headers={"Authorization": f"token {token}"}), timeout=30)
+        f"{api}pods?tick=1", headers={"Authorization": f"token {token}"}), timeout=30)
 
 
 def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
-    # Three streams per user: Carol's fourth watch waits its turn, while Dave's goes on; five in
-    # all: with Dave's second, Erin's first waits too.
+    # Three streams per user and five in all, per gateway pod (asked here of one of them):
+    # Carol's fourth watch waits its turn, while Dave's goes on; with Dave's second, Erin's first
+    # waits too.
+    api = gateway.pod_api(gateway.pods()[0])
     carol, dave, erin = (hub.user_token(user) for user in ("carol", "dave", "erin"))
-    held = [_watch(gateway, carol) for _ in range(3)]
+    held = [_watch(api, carol) for _ in range(3)]
     try:
-        status, answer, headers = call(f"{gateway.api}pods?tick=1", token=carol)
+        status, answer, headers = call(f"{api}pods?tick=1", token=carol)
         assert status == 429 and headers["Retry-After"] and "too many" in answer["message"], answer
-        held += [_watch(gateway, dave), _watch(gateway, dave)]
-        status, answer, headers = call(f"{gateway.api}pods?tick=1", token=erin)
+        held += [_watch(api, dave), _watch(api, dave)]
+        status, answer, headers = call(f"{api}pods?tick=1", token=erin)
         assert status == 429 and headers["Retry-After"], answer
     finally:
         for response in held:

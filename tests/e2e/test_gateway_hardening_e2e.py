@@ -216,9 +216,10 @@ def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, co
         thread.join(300)
     print(f"Alice's flood: {len(statuses)} requests answered "
           f"({sorted((s, statuses.count(s)) for s in set(statuses))}), trickles: {trickles}")
-    assert statuses.count(429) >= 40 - 2, statuses  # holders: two at a time; logs: no stream slot left
+    # Holders: two at a time per gateway pod (the Service spreads her requests); logs: no stream slot left.
+    assert statuses.count(429) >= 40 - 2 * len(gateway.pods()), statuses
     assert all(status in (200, 201, 429) for status in statuses), statuses
-    assert trickles.count("cut") == 10, trickles  # 8 cut for stalling, 2 refused at once
+    assert trickles.count("cut") == 10, trickles  # cut for stalling, or refused at once for want of a slot
     alice.delete_job(napping)
     assert call(f"{gateway.api}definitions/{definition}", "DELETE", token)[0] == 204
     assert leftovers(core, batch, jobs_namespace) == []
