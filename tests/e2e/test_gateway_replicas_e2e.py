@@ -28,12 +28,18 @@ def _logs(gateway) -> dict:
     return logs
 
 
+def _upload_lines(text: str, job_id: str) -> list:
+    """The gateway's log lines about the job's uploads ("... upload begins", "... upload done")."""
+    return [line for line in text.splitlines() if f"jobs/{job_id}/pods/" in line and ": upload " in line]
+
+
 def _uploading(gateway, job_id, timeout=180) -> str:
     """The gateway pod that is receiving the job's upload (it logged the start, not the end)."""
     deadline = time.monotonic() + timeout
     while True:
         for name, text in _logs(gateway).items():
-            if f"jobs/{job_id}/pods/" in text and "upload begins" in text and "upload done" not in text:
+            lines = _upload_lines(text, job_id)
+            if any("upload begins" in line for line in lines) and not any("upload done" in line for line in lines):
                 return name
         assert time.monotonic() < deadline, f"no gateway pod logged the start of job {job_id}'s upload"
         time.sleep(0.2)
@@ -63,7 +69,8 @@ def test_a_replica_lost_during_a_200_mb_stage_in_costs_no_job(gateway, user_serv
     assert f"sha256 {expected}" in server.output(job, "html").read_text()
     # The upload that staged the job was finished by another pod (the first one's log is gone
     # with it: had it finished there, no other pod would have seen an upload for this job).
-    done = [name for name, text in _logs(gateway).items() if f"jobs/{job_id}/pods/" in text and "upload done" in text]
+    done = [name for name, text in _logs(gateway).items()
+            if any("upload done" in line for line in _upload_lines(text, job_id))]
     assert done and receiving not in done, (receiving, done)
     server.delete_job(job_id)
     assert leftovers(core, batch, jobs_namespace) == []
