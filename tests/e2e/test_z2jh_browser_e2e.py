@@ -153,6 +153,10 @@ def test_a_user_runs_stops_and_schedules_notebooks_from_jupyterlab(jupyterhub, c
         with browser.step("slow job running") as page:
             form = _open_create_job(page, url, "slow.ipynb")
             form.locator("button", has_text="Create").click()
+            _wait(lambda: any(j["name"] == "slow" for j in user.jobs()), 60, "the slow job was not created")
+            # JupyterLab may still be restoring the page's earlier tabs and bring the notebook back
+            # to the front: the job list is the Jobs tab.
+            page.locator(".lm-TabBar-tabLabel", has_text=re.compile(r"^Jobs$")).first.click()
             page.get_by_text('Your job "slow" has been created').wait_for(timeout=60_000)
             slow_id = _job_id(user, "slow")
             _wait(lambda: any(p.status.phase == "Running" for p in core.list_namespaced_pod(
