@@ -24,7 +24,8 @@ EXEC_TIMEOUT = 60
 
 
 def api_retries() -> Retry:
-    """About a minute of retrying (0.5, 1, 2, 4, 8, 16, 16 s plus jitter) before a call fails.
+    """About a minute of retrying (at once, then after 1, 2, 4, 8, 16 and 16 s, each plus up to
+    0.5 s of jitter: urllib3's backoff_factor x 2^(n-1)) before a call fails.
     Reads that time out are tried twice more only: each already waited REQUEST_TIMEOUT. "Other"
     errors are TLS handshakes broken off by a reset."""
     return Retry(total=7, connect=7, read=2, status=7, other=3,

@@ -66,11 +66,15 @@ def api(tmp_path):
 
 
 def test_5xx_answers_are_retried_with_backoff(api):
+    """Three 5xx answers, then the list: each retry waits at least the product's backoff (urllib3's
+    formula: none before the first retry, then backoff_factor x 2, x 4, ...)."""
+    factor = clients_module.api_retries().backoff_factor
     server, core = api((503, {}), (500, {}), (502, {}))
     assert core.list_namespaced_pod("jobs").items == []
     assert len(server.seen) == 4
     gaps = [b - a for a, b in zip(server.seen, server.seen[1:])]
-    assert all(gap > 0 for gap in gaps)
+    assert factor >= 0.1
+    assert [gap >= factor * 2 ** n for n, gap in enumerate(gaps[1:], start=1)] == [True, True], (factor, gaps)
 
 
 def test_429_waits_as_long_as_retry_after_says(api):
