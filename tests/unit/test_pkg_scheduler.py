@@ -141,19 +141,30 @@ def test_a_stop_racing_a_collection_collects_once(scheduler, monkeypatch):
     scheduler.monitor._act(run, collecting, final=True)
     assert started.wait(10)
 
-    deleted = threading.Event()
+    deleted, collected_when_deleted = threading.Event(), []
     monkeypatch.setattr(scheduler.driver, "wait_for_pod", lambda *a, **k: True)
     monkeypatch.setattr(scheduler.driver, "volume_exists", lambda job_id: run.volume)
-    monkeypatch.setattr(scheduler, "_delete_objects_quietly", lambda job_id: deleted.set())
+
+    def delete(job_id):
+        collected_when_deleted.extend(run.collected)
+        deleted.set()
+    monkeypatch.setattr(scheduler, "_delete_objects_quietly", delete)
+    waiting, wait_idle = threading.Event(), scheduler.monitor.wait_idle
+
+    def waits(*args, **kwargs):
+        waiting.set()
+        return wait_idle(*args, **kwargs)
+    monkeypatch.setattr(scheduler.monitor, "wait_idle", waits)
     scheduler.stop_job(job_id)  # from a plain thread: waits for the stop, not the collection
     assert scheduler.get_job(job_id, job_files=False).status == Status.STOPPED
     assert run.stopped == 1 and not scheduler.monitor.tracked(job_id)
 
-    time.sleep(0.5)
-    assert not deleted.is_set()  # the stop's collector waits for the collection under way
+    # The stop's collector waits for the collection under way, which then ends: only after it
+    # are the objects deleted, and the outputs were collected once.
+    assert waiting.wait(10), "the stop's collector did not wait for the collection under way"
     release.set()
     assert deleted.wait(10)
-    assert run.collected == ["monitor"]
+    assert collected_when_deleted == ["monitor"] and run.collected == ["monitor"]
 
 
 def test_packaging_a_home_folder_leaves_out_jupyters_own_state(tmp_path):
