@@ -210,25 +210,44 @@ def jobs_namespace(installed_chart, core, batch):
     core.delete_collection_namespaced_persistent_volume_claim(installed_chart)
 
 
-def finished_runs(batch, namespace, definition_id) -> set:
-    """The names of a job definition's finished run Jobs (not yet imported and deleted)."""
+def finished_runs(batch, namespace, definition_id) -> dict:
+    """A job definition's finished run Jobs (not yet imported and deleted): {name: uid}. The uid
+    is the job id the user's server gives the run when it imports it."""
     from jupyter_scheduler_k8s import names
     selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
-    return {j.metadata.name for j in batch.list_namespaced_job(namespace, label_selector=selector).items
+    return {j.metadata.name: j.metadata.uid for j in batch.list_namespaced_job(namespace, label_selector=selector).items
             if j.status and (j.status.succeeded or j.status.failed)}
 
 
-def wait_new_finished_runs(batch, namespace, definition_id, count, min_seconds=0, timeout=300) -> set:
+def wait_new_finished_runs(batch, namespace, definition_id, count, min_seconds=0, timeout=300) -> dict:
     """Waits (as the admin, while no server imports) until `count` more runs than now have
-    finished, and at least `min_seconds` have passed; returns their names."""
-    seen, before = set(), finished_runs(batch, namespace, definition_id)
+    finished, and at least `min_seconds` have passed; returns them, {name: uid}."""
+    seen, before = {}, finished_runs(batch, namespace, definition_id)
     start = time.monotonic()
     deadline = start + timeout
-    while len(seen - before) < count or time.monotonic() - start < min_seconds:
-        assert time.monotonic() < deadline, f"only {len(seen - before)} new runs finished in {timeout}s"
-        seen |= finished_runs(batch, namespace, definition_id)
+    while len(seen.keys() - before.keys()) < count or time.monotonic() - start < min_seconds:
+        assert time.monotonic() < deadline, f"only {len(seen.keys() - before.keys())} new runs finished in {timeout}s"
+        seen.update(finished_runs(batch, namespace, definition_id))
         time.sleep(2)
-    return seen - before
+    return {name: uid for name, uid in seen.items() if name not in before}
+
+
+def pod_exec(core, namespace, pod, command, timeout=60):
+    """As the admin: runs a command in the pod's container; (exit code, stdout + stderr)."""
+    from kubernetes.stream import stream
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=command, stdin=False,
+                stdout=True, stderr=True, tty=False, _preload_content=False)
+    ws.run_forever(timeout=timeout)
+    return ws.returncode, ws.read_channel(1) + ws.read_channel(2)
+
+
+def wait_log(core, namespace, pod, text, timeout=120) -> None:
+    """As the admin: until the pod's log holds `text` (the executor logs its steps: "[jsk8s] staged",
+    "[jsk8s] waiting up to ... for the outputs to be collected", "[jsk8s] collected")."""
+    deadline = time.monotonic() + timeout
+    while text not in core.read_namespaced_pod_log(pod, namespace):
+        assert time.monotonic() < deadline, f"{text!r} not in the log of {pod} after {timeout}s"
+        time.sleep(0.5)
 
 
 def write_notebook(path, *sources, kernel="python3", parameters_cell=None):

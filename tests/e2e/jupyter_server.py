@@ -127,6 +127,18 @@ class JupyterServer(ManagedProcess):
                 f"{[(r['status'], r.get('status_message')) for r in runs]}; the server's log ends:\n{self.log_tail(60)}")
             time.sleep(1)
 
+    def wait_imported(self, definition_id: str, job_ids, timeout: float = 240) -> list:
+        """Waits until these runs (their Jobs' uids) are listed, ended; returns them."""
+        deadline, wanted = time.monotonic() + timeout, set(job_ids)
+        while True:
+            runs = [r for r in self.runs(definition_id) if r["job_id"] in wanted]
+            if len(runs) == len(wanted) and all(r["status"] in ("COMPLETED", "FAILED") for r in runs):
+                return runs
+            assert time.monotonic() < deadline, (
+                f"runs {sorted(wanted)} of {definition_id} not all listed and ended after {timeout}s: "
+                f"{[(r['job_id'], r['status']) for r in runs]}; the server's log ends:\n{self.log_tail(60)}")
+            time.sleep(1)
+
     def wait(self, job_id: str, timeout: float = 240, until=TERMINAL) -> dict:
         deadline = time.monotonic() + timeout
         while True:

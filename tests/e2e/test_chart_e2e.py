@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from .conftest import ROOT, chart_values_for, helm, helmrender, hub_secret
+from .conftest import ROOT, chart_values_for, helm, helmrender, hub_secret, leftovers
 from .hub import InstalledGateway
 
 pytestmark = pytest.mark.e2e
@@ -134,8 +134,7 @@ def test_notebook_runs_from_a_server_pod_through_the_gateway(server, core, batch
     assert "report/summary.csv" in out and "done" in out
     code, out = exec_in(core, ["cat", "/tmp/out/report/summary.csv"])
     assert out.strip().splitlines()[-1] == "demo,21.0"
-    assert core.list_namespaced_pod(JOBS_NS).items == [] or all(
-        p.metadata.deletion_timestamp for p in core.list_namespaced_pod(JOBS_NS).items)
+    assert leftovers(core, batch, JOBS_NS) == []  # pods, volumes, Jobs, CronJobs
 
 
 def test_doctor_passes_then_the_gateways_fails_without_the_rolebinding(server, core, api_client):
@@ -151,9 +150,12 @@ def test_doctor_passes_then_the_gateways_fails_without_the_rolebinding(server, c
     binding = rbac.read_namespaced_role_binding(FULLNAME, JOBS_NS)
     rbac.delete_namespaced_role_binding(FULLNAME, JOBS_NS)
     try:
-        time.sleep(1)
-        code, out = exec_in(core, ["jupyter-scheduler-k8s", "doctor"], pod=gateway_pod(core))
-        assert code != 0
+        deadline = time.monotonic() + 60
+        while True:  # until the API server's authorizer has seen the binding go
+            code, out = exec_in(core, ["jupyter-scheduler-k8s", "doctor"], pod=gateway_pod(core))
+            if code != 0 or time.monotonic() > deadline:
+                break
+        assert code != 0, out
         assert "missing permissions" in out and "create persistentvolumeclaims" in out
     finally:
         binding.metadata = client.V1ObjectMeta(name=FULLNAME, labels=binding.metadata.labels,
@@ -220,6 +222,8 @@ def test_uninstall_leaves_nothing_behind(chart, kubeconfig, core, api_client):
                 + [d.metadata.name for d in client.AppsV1Api(api_client).list_namespaced_deployment(
                     NS, label_selector=selector).items]
                 + [n.metadata.name for n in client.NetworkingV1Api(api_client).list_namespaced_network_policy(
+                    NS, label_selector=selector).items]
+                + [b.metadata.name for b in client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget(
                     NS, label_selector=selector).items])
         if not left or time.monotonic() > deadline:
             break

@@ -91,18 +91,20 @@ def test_unknown_image_gives_failed_naming_the_image(k8s_scheduler, core, batch,
     assert leftovers(core, batch, k8s_env) == []
 
 
-def test_missing_kernel_gives_failed_listing_the_image_kernels(k8s_scheduler, k8s_env):
+def test_missing_kernel_gives_failed_listing_the_image_kernels(k8s_scheduler, core, batch, k8s_env):
     write_notebook(str(k8s_scheduler.root / "julia.ipynb"), "1 + 1", kernel="julia-1.9")
     job = k8s_scheduler.wait(k8s_scheduler.submit("julia.ipynb"))
     assert job.status == Status.FAILED
     assert "julia-1.9" in job.status_message and "python3" in job.status_message
+    assert leftovers(core, batch, k8s_env) == []
 
 
-def test_unicode_and_spaces_in_file_names(k8s_scheduler, k8s_env):
+def test_unicode_and_spaces_in_file_names(k8s_scheduler, core, batch, k8s_env):
     write_notebook(str(k8s_scheduler.root / "données et résultats.ipynb"), "print('ünïcødé ✓')")
     job = k8s_scheduler.wait(k8s_scheduler.submit("données et résultats.ipynb", output_formats=["ipynb", "html"]))
     assert job.status == Status.COMPLETED, job.status_message
     assert "ünïcødé ✓" in open(k8s_scheduler.output(job, "html"), encoding="utf-8").read()
+    assert leftovers(core, batch, k8s_env) == []
 
 
 @pytest.mark.parametrize("content", ['{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "not json {"])

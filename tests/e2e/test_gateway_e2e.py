@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 
-from .conftest import leftovers, running_pod, upgrade_chart, write_notebook
+from .conftest import leftovers, running_pod, upgrade_chart, wait_log, write_notebook
 from .hub import call, job_endpoints
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +26,6 @@ def _listed_pods(url: str, token: str):
         first = json.loads(response.readline())
     assert first["type"] == "LIST", first
     return [p["metadata"]["name"] for p in first["pods"]]
-
-
-def _wait_log(core, namespace, pod, text, timeout=120):
-    deadline = time.monotonic() + timeout
-    while text not in core.read_namespaced_pod_log(pod, namespace):
-        assert time.monotonic() < deadline, f"{text!r} not in the log of {pod}"
-        time.sleep(0.5)
 
 
 def test_two_users_run_jobs_through_the_gateway(gateway, user_server, core, batch, jobs_namespace):
@@ -174,7 +167,7 @@ def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
     write_notebook(str(server.root / "small.ipynb"), "print('staged and running', flush=True)\nimport time; time.sleep(5)")
     small = server.create_job("small.ipynb")
     pod = running_pod(core, jobs_namespace, small).metadata.name
-    _wait_log(core, jobs_namespace, pod, "staged and running")  # the real stage-in is done
+    wait_log(core, jobs_namespace, pod, "staged and running")  # the real stage-in is done
     status, answer, _ = call(f"{gateway.api}jobs/{small}/pods/{pod}/input", "PUT", server.hub_token,
                              iter([b"x" * 2 ** 20] * 18), headers={"X-Jsk8s-Input-Bytes": "10"})
     assert status == 413 and "4096" in answer["message"], answer

@@ -9,7 +9,7 @@ import urllib.error
 import nbformat
 import pytest
 
-from .conftest import leftovers, write_notebook
+from .conftest import leftovers, wait_log, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -44,10 +44,11 @@ def _listed(server, job_id) -> bool:
 
 def test_stop_running_job_keeps_partial_outputs(make_server, core, batch, jobs_namespace):
     server = make_server()
-    write_notebook(str(server.root / "sleepy.ipynb"), "print('first cell done')", "import time; time.sleep(300)")
+    write_notebook(str(server.root / "sleepy.ipynb"), "print('first cell done', flush=True)",
+                   "import time; time.sleep(300)")
     job_id = server.create_job("sleepy.ipynb")
-    _wait_pods_running(core, jobs_namespace)
-    time.sleep(4)  # let the first cell run
+    (pod,) = _wait_pods_running(core, jobs_namespace)
+    wait_log(core, jobs_namespace, pod.metadata.name, "first cell done")  # the first cell has run
     server.stop_job(job_id)
     assert server.job(job_id)["status"] == "STOPPED"
     assert leftovers(core, batch, jobs_namespace) == []
@@ -81,13 +82,18 @@ def test_delete_removes_everything(make_server, core, batch, jobs_namespace, sta
 
 @pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
 def test_recovery_after_server_killed_mid_job(make_server, core, batch, jobs_namespace, fails):
+    """The server is killed once the notebook runs (its inputs are staged), the notebook ends
+    while no server is there (seen as the admin, in the pod's log), and the server that comes
+    back collects it."""
     server = make_server()
     body = "import time; time.sleep(8); print('slept')" + ("; raise RuntimeError('failed while nobody watched')" if fails else "")
     write_notebook(str(server.root / "nap.ipynb"), body)
     job_id = server.create_job("nap.ipynb", output_formats=["ipynb", "html"])
-    _wait_pods_running(core, jobs_namespace)
+    (pod,) = _wait_pods_running(core, jobs_namespace)
+    wait_log(core, jobs_namespace, pod.metadata.name, "[jsk8s] staged")
     server.kill()
-    time.sleep(12)  # the notebook ends while no server is there
+    wait_log(core, jobs_namespace, pod.metadata.name, "for the outputs to be collected")  # the notebook ended
+    assert "[jsk8s] collected" not in core.read_namespaced_pod_log(pod.metadata.name, jobs_namespace)
     job = make_server().wait(job_id, timeout=180)
     if fails:
         assert job["status"] == "FAILED"

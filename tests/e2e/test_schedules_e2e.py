@@ -2,6 +2,7 @@
 of the chart's ServiceAccount, driven through the REST API of JupyterLab's scheduler UI. The
 CronJob controller runs the definitions whether or not the server is up; the server imports the
 runs when it is."""
+import datetime
 import json
 import time
 import urllib.error
@@ -11,7 +12,7 @@ import pytest
 
 from jupyter_scheduler_k8s import names
 
-from .conftest import finished_runs, leftovers, wait_new_finished_runs, write_notebook
+from .conftest import leftovers, wait_new_finished_runs, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +21,32 @@ EVERY_MINUTE = "* * * * *"
 
 def _cronjob(batch, namespace, definition_id):
     return batch.read_namespaced_cron_job(names.definition_name(definition_id), namespace)
+
+
+def _jobs_made(batch, namespace, definition_id, seconds, first=False) -> dict:
+    """The run Jobs the definition's CronJob creates from now on, for `seconds` (or until the
+    first one): {name: Job}, seen by a watch, so a Job that is deleted soon after still counts."""
+    from kubernetes import watch
+    selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
+    listed = batch.list_namespaced_job(namespace, label_selector=selector)
+    before, made = {j.metadata.name for j in listed.items}, {}
+    events = watch.Watch()
+    for event in events.stream(batch.list_namespaced_job, namespace, label_selector=selector,
+                               resource_version=listed.metadata.resource_version, timeout_seconds=seconds):
+        job = event["object"]
+        if event["type"] == "ADDED" and job.metadata.name not in before:
+            made[job.metadata.name] = job
+            if first:
+                events.stop()
+    assert made or not first, f"no run Job made in {seconds}s"
+    return made
+
+
+def _scheduled_for(job) -> datetime.datetime:
+    """The time the CronJob controller made the Job for (its own annotation); a Job made
+    otherwise ("Run now"), its creation."""
+    stamp = (job.metadata.annotations or {}).get("batch.kubernetes.io/cronjob-scheduled-timestamp")
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else job.metadata.creation_timestamp
 
 
 def _volume_runs(core, namespace, definition_id, image) -> list:
@@ -77,31 +104,29 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
     first = [r for r in server.wait_runs(definition_id, 1, timeout=150) if r["status"] != "IN_PROGRESS"]
     check_outputs(first[0])
 
-    # The server goes away (as a culled one does); the CronJob goes on.
+    # The server goes away (as a culled one does); the CronJob goes on. The runs it made are the
+    # ones the server lists when it is back (a run's job id is its Job's uid), with their outputs.
     server.stop()
     made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2, min_seconds=120)
     server = make_server(name="scheduled", schedule_import_interval_seconds=3)
-    runs = server.wait_runs(definition_id, len(first) + len(made_while_down), timeout=120)
-    for run in runs:
-        if run["status"] != "IN_PROGRESS":
-            check_outputs(run)
+    for run in server.wait_imported(definition_id, made_while_down.values(), timeout=120):
+        check_outputs(run)
+    runs = server.runs(definition_id)
     assert len({r["job_id"] for r in runs}) == len(runs)
 
-    # Paused: no new run for more than a minute. Resumed: it runs again.
+    # Paused: the CronJob makes no Job for more than a minute (watched as the admin: a Job that
+    # the server imports and deletes meanwhile is still seen). Resumed: it makes one again.
+    paused_at = datetime.datetime.now(datetime.timezone.utc)
     server.update_definition(definition_id, active=False)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is True
-    time.sleep(5)  # a run that had started just before the pause may still finish
-    before = finished_runs(batch, jobs_namespace, definition_id) | {
-        j.metadata.name for j in batch.list_namespaced_job(
-            jobs_namespace, label_selector=names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items}
-    time.sleep(70)
-    after = {j.metadata.name for j in batch.list_namespaced_job(
-        jobs_namespace, label_selector=names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items}
-    assert after <= before, f"runs made while paused: {sorted(after - before)}"
-    ended = len([r for r in server.runs(definition_id) if r["status"] != "IN_PROGRESS"])
+    made = {name: scheduled for name, scheduled in (
+        (name, _scheduled_for(job)) for name, job in _jobs_made(batch, jobs_namespace, definition_id, seconds=70).items())
+        if scheduled >= paused_at}  # one due before the pause may start as it comes
+    assert not made, f"runs made while paused: {made}"
     server.update_definition(definition_id, active=True)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is False
-    server.wait_runs(definition_id, ended + 1, timeout=150)
+    (resumed,) = _jobs_made(batch, jobs_namespace, definition_id, seconds=150, first=True).values()
+    server.wait_imported(definition_id, [resumed.metadata.uid], timeout=150)
 
     # Deleted: the CronJob, its Jobs, pods and volume, and the runs in the list.
     server.delete_definition(definition_id)

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from jupyter_scheduler_k8s import names
 
-from .conftest import leftovers, wait_new_finished_runs
+from .conftest import finished_runs, leftovers, wait_log, wait_new_finished_runs
 from .hub import call, definition_endpoints, job_endpoints
 from .netpol import egress_allows
 from .z2jh import JOBS_NS, NAMESPACE, ROOT
@@ -109,13 +109,19 @@ def test_one_users_token_gets_nothing_of_anothers(users, core, batch):
 
 
 def test_a_restarted_server_finds_its_job_finished(users, core, batch):
+    """Her server is stopped once the notebook runs; the notebook ends while no server is there
+    (seen as the admin, in the pod's log); the server that comes back collects it."""
     alice = users["alice"]
     alice.put_notebook("slow.ipynb", notebook("import time; time.sleep(20)", "print('slept')"))
     job_id = alice.create_job("slow.ipynb", output_formats=["ipynb", "html"])
+    pod = _job_pod(core, job_id)
+    wait_log(core, JOBS_NS, pod, "[jsk8s] staged")
     alice.stop_server()
     # The server is gone and its job still runs: nobody watches it until the server is back.
     running = _job_objects(batch, job_id)
     assert len(running) == 1 and not running[0].status.succeeded and not running[0].status.failed
+    wait_log(core, JOBS_NS, pod, "for the outputs to be collected")  # the notebook ended
+    assert "[jsk8s] collected" not in core.read_namespaced_pod_log(pod, JOBS_NS)
     alice.start_server()
     job = alice.wait(job_id)
     assert job["status"] == "COMPLETED", job["status_message"]
@@ -144,23 +150,28 @@ def test_a_schedule_runs_while_the_server_is_stopped(users, core, batch):
     runs = [r for r in alice.wait_runs(definition_id, 1, timeout=200) if r["status"] != "IN_PROGRESS"]
     check(runs[0])
 
-    # Bob's token, through the proxy, on every gateway endpoint that names alice's definition.
-    gateway = f"{alice.hub.url}/services/jobs-gateway/api/v1"
-    run_name = names.definition_name(definition_id) + "-29000000"
-    for method, url, body in definition_endpoints(f"{gateway}/definitions/{definition_id}", run_name):
-        status, answer, _ = call(url, method, bob.token, body)
-        assert status == 404, (method, url, status, answer)
-    status, answer, _ = call(f"{gateway}/runs?definition_id={definition_id}", "GET", bob.token)
-    assert status == 200 and answer["jobs"] == []
-    assert bob.runs(definition_id) == []
-
     alice.stop_server()
     made = wait_new_finished_runs(batch, JOBS_NS, definition_id, 2, min_seconds=120)
+
+    # While her server is stopped nothing imports her runs, so their Jobs are there: Bob's token,
+    # through the proxy, on every gateway endpoint that names her definition and one of her real
+    # runs, gets 404, and none of it is touched; her own token lists them (the control).
+    gateway = f"{alice.hub.url}/services/jobs-gateway/api/v1"
+    for run_name in made:
+        for method, url, body in definition_endpoints(f"{gateway}/definitions/{definition_id}", run_name):
+            status, answer, _ = call(url, method, bob.token, body)
+            assert status == 404, (method, url, status, answer)
+    status, answer, _ = call(f"{gateway}/runs?definition_id={definition_id}", "GET", bob.token)
+    assert status == 200 and answer["jobs"] == []
+    status, answer, _ = call(f"{gateway}/runs?definition_id={definition_id}", "GET", alice.token)
+    assert status == 200 and set(made) <= {job["metadata"]["name"] for job in answer["jobs"]}, answer
+    assert set(made) <= set(finished_runs(batch, JOBS_NS, definition_id))
+    assert bob.runs(definition_id) == []
+
+    # Back, her server lists exactly those runs (a run's job id is its Job's uid), with outputs.
     alice.start_server()
-    runs = alice.wait_runs(definition_id, len(runs) + len(made), timeout=200)
-    for run in runs:
-        if run["status"] != "IN_PROGRESS":
-            check(run)
+    for run in alice.wait_imported(definition_id, made.values(), timeout=200):
+        check(run)
 
     alice.update_definition(definition_id, active=False)
     assert batch.read_namespaced_cron_job(names.definition_name(definition_id), JOBS_NS).spec.suspend is True
@@ -169,7 +180,7 @@ def test_a_schedule_runs_while_the_server_is_stopped(users, core, batch):
     assert leftovers(core, batch, JOBS_NS) == []
 
 
-def test_a_failing_notebook_shows_its_cell_error(users):
+def test_a_failing_notebook_shows_its_cell_error(users, core, batch):
     bob = users["bob"]
     bob.put_notebook("broken.ipynb", notebook("x = 1", "1 / 0"))
     job = bob.wait(bob.create_job("broken.ipynb"))
@@ -177,6 +188,7 @@ def test_a_failing_notebook_shows_its_cell_error(users):
     assert "ZeroDivisionError" in job["status_message"], job["status_message"]
     listed = next(j for j in bob.jobs() if j["job_id"] == job["job_id"])
     assert "ZeroDivisionError" in listed["status_message"]
+    assert leftovers(core, batch, JOBS_NS) == []
 
 
 def test_doctor_in_a_user_server(users):

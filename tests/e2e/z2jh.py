@@ -314,6 +314,17 @@ class HubUser:
                                                  f"{[r['status'] for r in runs]}\n{self.log_tail()}")
             time.sleep(2)
 
+    def wait_imported(self, definition_id: str, job_ids, timeout: float = 240) -> list:
+        """Waits until these runs (their Jobs' uids) are listed, ended; returns them."""
+        deadline, wanted = time.monotonic() + timeout, set(job_ids)
+        while True:
+            runs = [r for r in self.runs(definition_id) if r["job_id"] in wanted]
+            if len(runs) == len(wanted) and all(r["status"] in ("COMPLETED", "FAILED") for r in runs):
+                return runs
+            assert time.monotonic() < deadline, (f"runs {sorted(wanted)} not all listed and ended after {timeout}s: "
+                                                 f"{[(r['job_id'], r['status']) for r in runs]}\n{self.log_tail()}")
+            time.sleep(2)
+
     def download(self, job_id: str) -> dict:
         """What the job list's download button does (the outputs are copied next to the input),
         then each file as the browser fetches it: {path relative to the output folder: bytes}."""

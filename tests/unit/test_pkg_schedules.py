@@ -107,3 +107,46 @@ def test_the_gateway_refuses_a_body_without_a_definition():
     for body in (None, [], {"job": GOOD}):
         with pytest.raises(Refusal):
             definition_from_request(DEFINITION_ID, body)
+
+
+# ---- who may read a definition's runs and its holder: objects recorded from a cluster ----------
+
+def _schedules(owner, *objects):
+    from jupyter_scheduler_k8s.config import K8sConfig
+    from jupyter_scheduler_k8s.driver import KubeDriver
+    from jupyter_scheduler_k8s.schedules import KubeSchedules
+    from .data_pkg.recorded import NAMESPACE, RecordedCluster
+    return KubeSchedules(KubeDriver(K8sConfig(namespace=NAMESPACE), RecordedCluster(*objects), owner=owner))
+
+
+def test_a_run_is_alices_alone_and_only_through_the_definition_that_made_it():
+    from .data_pkg.recorded import DEFINITION_ID as MINE, recorded
+    cronjob, run = recorded("definition-cronjob"), recorded("definition-run-job")
+    name = run.metadata.name
+    assert _schedules("alice", cronjob, run).read_run(MINE, name).metadata.uid == run.metadata.uid
+    assert [job.metadata.name for job in _schedules("alice", cronjob, run).list_runs(MINE)] == [name]
+    # Bob, asking for it by its real name under alice's definition id.
+    assert _schedules("bob", cronjob, run).read_run(MINE, name) is None
+    assert _schedules("bob", cronjob, run).list_runs() == []
+    # Alice's other definition (its own CronJob): the run was not made by it.
+    other = str(uuid.UUID(int=9))
+    others = recorded("definition-cronjob", name=names.definition_name(other), uid=str(uuid.UUID(int=10)))
+    assert _schedules("alice", cronjob, others, run).read_run(other, name) is None
+    # A Job with the run's labels and annotations that no CronJob made (owner references are
+    # set by the controller; labels can be written by anyone with create rights).
+    forged = recorded("definition-run-job", ownerReferences=None, uid=str(uuid.UUID(int=11)))
+    assert _schedules("alice", cronjob, forged).read_run(MINE, name) is None
+    assert _schedules("alice", cronjob, forged).list_runs(MINE) == []
+
+
+def test_the_holder_is_alices_alone_and_must_be_owned_by_her_volume():
+    from jupyter_scheduler_k8s.driver import NotFound
+    from .data_pkg.recorded import DEFINITION_ID as MINE, recorded
+    volume, holder = recorded("definition-volume"), recorded("definition-holder-pod")
+    assert _schedules("alice", volume, holder).holder(MINE) == holder.metadata.name
+    with pytest.raises(NotFound):
+        _schedules("bob", volume, holder).holder(MINE)
+    forged = recorded("definition-holder-pod", ownerReferences=[
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": volume.metadata.name, "uid": str(uuid.UUID(int=12))}])
+    with pytest.raises(NotFound):
+        _schedules("alice", volume, forged).holder(MINE)
