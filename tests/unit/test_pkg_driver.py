@@ -1,4 +1,4 @@
-"""driver.KubeDriver's ownership rules, on recorded objects: a pod is the job's only if its
+"""driver.KubeDriver's ownership rules, on objects written by hand in the API's shapes: a pod is the job's only if its
 controller is the owner's Job (or, for the collector, PVC) by uid; another owner's objects read as
 absent; deletes carry the uid of what was checked. (On Kubernetes: tests/e2e.)"""
 import copy

@@ -1,4 +1,4 @@
-"""lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on recorded pod states,
+"""lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on hand-written and recorded pod states,
 KubeDriver.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
 import json
 import types

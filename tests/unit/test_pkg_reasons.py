@@ -1,4 +1,4 @@
-"""reasons.py: recorded pod and Job states turned into the user's status_message."""
+"""reasons.py: pod and Job states (hand-written, and recorded from a cluster) turned into the user's status_message."""
 import pytest
 
 from jupyter_scheduler_k8s import reasons

@@ -1,4 +1,4 @@
-"""Helpers of the test_pkg_* tests: a clean environment, recorded pod states, a serializer."""
+"""Helpers of the test_pkg_* tests: a clean environment, hand-written pod states, a serializer."""
 import copy
 import json
 
@@ -36,9 +36,13 @@ def deserialize(data: dict, kind: str):
     return _API.deserialize(json.dumps(data), kind, "application/json")
 
 
-# ---- recorded pod states -----------------------------------------------------------------------
-# Shaped like `kubectl get pod -o json` of a job pod (the fields the package reads, and their
-# neighbours, with the values a real kubelet/scheduler writes).
+# ---- hand-written pod states ----------------------------------------------------------------------
+# Written by hand in the shape of `kubectl get pod -o json` of a job pod (the fields the package
+# reads, and their neighbours, with the values a real kubelet/scheduler writes), for states that
+# are cheap to vary. States recorded from a real cluster (an eviction through the Eviction API, a
+# definition's objects) are in data/recorded/, loaded by recorded.py. The kubelet's own eviction
+# under node pressure (`reason: Evicted`) and NodeLost stay hand-written: a single-node test
+# cluster cannot make them without starving or losing the node the tests run on.
 
 IMAGE = "registry.example.org/jsk8s-executor:0.1.0"
 CREATED = "2025-06-01T01:02:03Z"
@@ -163,7 +167,7 @@ def terminated_status(exit_code: int, reason: str, *, message: str = None, pod_r
 
 
 def pod(status: dict, **kwargs):
-    """A kubernetes.client.V1Pod of a recorded state."""
+    """A kubernetes.client.V1Pod of a hand-written state."""
     return deserialize(pod_dict(copy.deepcopy(status), **kwargs), "V1Pod")
 
 
