@@ -47,6 +47,25 @@ def unschedulable(pod) -> Optional[str]:
     return None
 
 
+# The reasons of a pod's DisruptionTarget condition (Kubernetes >= 1.26), in the user's terms.
+DISRUPTIONS = {
+    "EvictionByEvictionAPI": "evicted (a node drain, or another user of the Eviction API)",
+    "PreemptionByScheduler": "preempted by a pod of higher priority",
+    "DeletionByTaintManager": "deleted because its node was tainted NoExecute",
+    "DeletionByPodGC": "deleted by the pod garbage collector (its node is gone)",
+    "TerminationByKubelet": "stopped by its node's kubelet (node pressure or shutdown)",
+}
+
+
+def disruption(pod) -> Optional[str]:
+    """Why Kubernetes took the pod away (a disruption, not the notebook's doing), or None."""
+    for cond in (pod.status.conditions or []) if pod and pod.status else []:
+        if cond.type == "DisruptionTarget" and cond.status == "True":
+            what = DISRUPTIONS.get(cond.reason, f"disrupted ({cond.reason})")
+            return short(f"the job's pod was {what}" + (f": {cond.message}" if cond.message else ""))
+    return None
+
+
 def memory_limit(pod) -> str:
     limits = pod.spec.containers[0].resources.limits if pod and pod.spec.containers[0].resources else None
     return (limits or {}).get("memory", "")
@@ -60,6 +79,9 @@ def terminated_problem(pod, timeout_seconds: int = 0) -> Optional[str]:
         return timed_out(timeout_seconds)
     if pod.status.reason == "Evicted":
         return short(f"Evicted: {pod.status.message or 'the node ran out of resources'}")
+    disrupted = disruption(pod)
+    if disrupted:
+        return disrupted
     cs = _container_status(pod)
     term = cs.state.terminated if cs and cs.state else None
     if term is None and cs is not None and cs.last_state is not None:

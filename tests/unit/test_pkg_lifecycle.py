@@ -8,7 +8,7 @@ from jupyter_scheduler.models import DescribeJob
 from kubernetes.client.rest import ApiException
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s import transfer
+from jupyter_scheduler_k8s import reasons, transfer
 from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.driver import KubeDriver
 from jupyter_scheduler_k8s.lifecycle import (
@@ -538,3 +538,27 @@ def test_collect_keeps_the_outputs_when_release_is_killed(monkeypatch):
     run.driver = types.SimpleNamespace(receive_outputs=lambda *a, **k: ({"status": "completed"}, ["out.ipynb"]),
                                        release=killed)
     assert run.collect("p") == ({"status": "completed"}, ["out.ipynb"])
+
+
+# ---- an eviction through the Eviction API (a node drain), recorded from the local cluster --------
+
+def test_an_evicted_pod_is_collected_from_its_volume_and_the_message_names_the_eviction():
+    """Recorded (data/record_states.py): the pod of a running notebook evicted as `kubectl drain`
+    does. The executor saw SIGTERM, wrote result.json and exited 1, so the outputs are on the
+    volume; the user reads that the pod was evicted, not the executor's guess that the job was
+    stopped or timed out."""
+    from .data_pkg.recorded import recorded
+    running, terminating, ended = (recorded(f"evicted-pod-{state}") for state in ("running", "terminating", "ended"))
+    assert make_run().decide(running) == StageIn(running.metadata.name)
+    step = make_run().decide(ended)
+    assert isinstance(step, CollectFromVolume)
+    result = {"status": "failed", "outputs": ["report-out.ipynb"], "side_effects": [],
+              "error": {"message": "The job was terminated (stopped, or past its deadline) while running cell 2"}}
+    outcome = make_run().outcome(result, {"report-out.ipynb"}, ended_pod=ended)
+    assert outcome.status == "failed" and outcome.outputs == ["report-out.ipynb"]
+    assert outcome.message == "the job's pod was evicted (a node drain, or another user of the Eviction API): " \
+                              "Eviction API: evicting", outcome.message
+    # While it is being deleted it says so already; the Job's own failure adds nothing.
+    assert "evicted" in reasons.terminated_problem(terminating)
+    assert reasons.disruption(running) is None
+    assert reasons.job_problem(recorded("evicted-job")) is None

@@ -3,15 +3,16 @@
 How they were made (run again after a change to what the package creates):
 
     KUBECONFIG=/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig \
-        .venv/bin/python tests/unit/data/record_states.py --image localhost/jupyter-scheduler-k8s-executor:<tag>
+        PYTHONPATH=. .venv/bin/python tests/unit/data/record_states.py --image localhost/jupyter-scheduler-k8s-executor:<tag>
 
 on the local cluster (`ci/cluster/up`, the executor image loaded), as admin, in a namespace of its
 own (`jsk8s-record`, deleted at the end). The objects are made by the package itself
 (KubeDriver, KubeSchedules), as user alice:
 
-- a notebook job whose pod runs (its `run` waits for inputs that never come) and is then evicted
-  through the Eviction API, which is what `kubectl drain` does: the pod while it runs, just after
-  the eviction (DisruptionTarget, being deleted), once its container has ended, and the Job then;
+- a notebook job whose notebook runs (staged by the driver; its second cell sleeps) and whose pod
+  is then evicted through the Eviction API, which is what `kubectl drain` does: the pod while it
+  runs, just after the eviction (DisruptionTarget, being deleted), once its container has ended,
+  and the Job then;
 - a job definition: its CronJob, its volume, a run Job made from the CronJob (run now) and the
   pod on its volume (the holder), each as the API server returned it (uids, owner references).
 
@@ -22,9 +23,12 @@ a node to vanish).
 """
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
@@ -68,17 +72,23 @@ def namespace(core) -> None:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE, labels=labels)))
 
 
-def record_eviction(driver: KubeDriver, core, batch, profile) -> None:
-    job = NotebookJob(job_id=JOB_ID, staging_dir="/nonexistent", input_file="report.ipynb",
-                      outputs={"ipynb": "report.ipynb"}, job_name="report")
+def record_eviction(driver: KubeDriver, core, batch, profile, staging: str) -> None:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('napping', flush=True)"),
+                                               nbformat.v4.new_code_cell("import time; time.sleep(600)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, os.path.join(staging, "report.ipynb"))
+    job = NotebookJob(job_id=JOB_ID, staging_dir=staging, input_file="report.ipynb",
+                      outputs={"ipynb": "report-out.ipynb"}, job_name="report")
     driver.create(job, profile, 600)
 
     def running():
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=job_selector(JOB_ID)).items
         return next((p for p in pods if p.status.phase == "Running"), None)
     pod = until("the job's pod to run", running)
-    save("evicted-pod-running", pod)
     name = pod.metadata.name
+    driver.send_inputs(JOB_ID, name, staging, ["report.ipynb"])
+    until("the notebook to run", lambda: "napping" in core.read_namespaced_pod_log(name, NAMESPACE))
+    save("evicted-pod-running", core.read_namespaced_pod(name, NAMESPACE))
     core.create_namespaced_pod_eviction(name, NAMESPACE, client.V1Eviction(
         metadata=client.V1ObjectMeta(name=name, namespace=NAMESPACE)))
     save("evicted-pod-terminating", until("the eviction to mark the pod", lambda: (
@@ -101,7 +111,7 @@ def record_eviction(driver: KubeDriver, core, batch, profile) -> None:
 def record_definition(driver: KubeDriver, batch, core, profile) -> None:
     schedules = KubeSchedules(driver)
     definition = Definition(definition_id=DEFINITION_ID, name="nightly", input_file="report.ipynb",
-                            outputs={"ipynb": "report.ipynb"}, log_name="report.log", schedule="0 3 * * *",
+                            outputs={"ipynb": "report-out.ipynb"}, log_name="report.log", schedule="0 3 * * *",
                             timezone="UTC", active=False)
     schedules.create(definition, profile)
     save("definition-cronjob", schedules.read_cronjob(DEFINITION_ID))
@@ -124,7 +134,8 @@ def main() -> None:
                         cpu_request="50m", memory_request="128Mi", memory_limit="256Mi")
         driver = KubeDriver(cfg, Clients(), owner="alice")
         profile = resolve_profile(cfg, None)
-        record_eviction(driver, core, batch, profile)
+        with tempfile.TemporaryDirectory() as staging:
+            record_eviction(driver, core, batch, profile, staging)
         record_definition(driver, batch, core, profile)
     finally:
         try:

@@ -21,9 +21,9 @@ def recorded_dict(name: str) -> dict:
     return json.loads((RECORDED / f"{name}.json").read_text())
 
 
-def recorded(name: str, **metadata):
+def recorded(file: str, **metadata):
     """A recorded object as the client parses it; `metadata` fields replaced (a forged copy)."""
-    data = copy.deepcopy(recorded_dict(name))
+    data = copy.deepcopy(recorded_dict(file))
     data["metadata"].update(metadata)
     return deserialize(data, _KINDS[data["kind"]])
 
