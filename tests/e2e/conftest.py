@@ -244,8 +244,15 @@ def pod_exec(core, namespace, pod, command, timeout=60):
 def wait_log(core, namespace, pod, text, timeout=120) -> None:
     """As the admin: until the pod's log holds `text` (the executor logs its steps: "[jsk8s] staged",
     "[jsk8s] waiting up to ... for the outputs to be collected", "[jsk8s] collected")."""
+    from kubernetes.client.rest import ApiException
     deadline = time.monotonic() + timeout
-    while text not in core.read_namespaced_pod_log(pod, namespace):
+    while True:
+        try:
+            if text in core.read_namespaced_pod_log(pod, namespace):
+                return
+        except ApiException as e:
+            if e.status != 400:  # 400: the container has not started yet
+                raise
         assert time.monotonic() < deadline, f"{text!r} not in the log of {pod} after {timeout}s"
         time.sleep(0.5)
 
