@@ -77,8 +77,8 @@ def _volume_runs(core, namespace, definition_id, image) -> list:
 
 
 def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs_namespace):
-    """Runs while the server is up; the runs made while it was stopped appear when it is back;
-    paused it makes no runs, resumed it runs again; "Run now"; deleted, nothing of it is left."""
+    """Runs while the server is up; paused it makes no runs; resumed it runs again, and the run it
+    made while the server was stopped appears when it is back; deleted, nothing of it is left."""
     server = make_server(name="scheduled", schedule_import_interval_seconds=3)
     write_notebook(str(server.root / "daily.ipynb"),
                    "rows = open('data/in.csv').read().split()\nprint('rows', len(rows))",
@@ -104,18 +104,8 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
     first = [r for r in server.wait_runs(definition_id, 1, timeout=150) if r["status"] != "IN_PROGRESS"]
     check_outputs(first[0])
 
-    # The server goes away (as a culled one does); the CronJob goes on. The runs it made are the
-    # ones the server lists when it is back (a run's job id is its Job's uid), with their outputs.
-    server.stop()
-    made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2, min_seconds=120)
-    server = make_server(name="scheduled", schedule_import_interval_seconds=3)
-    for run in server.wait_imported(definition_id, made_while_down.values(), timeout=120):
-        check_outputs(run)
-    runs = server.runs(definition_id)
-    assert len({r["job_id"] for r in runs}) == len(runs)
-
     # Paused: the CronJob makes no Job for more than a minute (watched as the admin: a Job that
-    # the server imports and deletes meanwhile is still seen). Resumed: it makes one again.
+    # the server imports and deletes meanwhile is still seen).
     paused_at = datetime.datetime.now(datetime.timezone.utc)
     server.update_definition(definition_id, active=False)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is True
@@ -123,10 +113,22 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
         (name, _scheduled_for(job)) for name, job in _jobs_made(batch, jobs_namespace, definition_id, seconds=70).items())
         if scheduled >= paused_at}  # one due before the pause may start as it comes
     assert not made, f"runs made while paused: {made}"
+    resumed_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     server.update_definition(definition_id, active=True)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is False
-    (resumed,) = _jobs_made(batch, jobs_namespace, definition_id, seconds=150, first=True).values()
-    server.wait_imported(definition_id, [resumed.metadata.uid], timeout=150)
+
+    # Resumed, and the server goes away (as a culled one does): the CronJob runs again. The run it
+    # made is the one the server lists when it is back (a run's job id is its Job's uid), with its
+    # outputs.
+    server.stop()
+    made_while_down = wait_new_finished_runs(batch, jobs_namespace, definition_id, 1)
+    for name in made_while_down:
+        assert batch.read_namespaced_job(name, jobs_namespace).metadata.creation_timestamp >= resumed_at, name
+    server = make_server(name="scheduled", schedule_import_interval_seconds=3)
+    for run in server.wait_imported(definition_id, made_while_down.values(), timeout=120):
+        check_outputs(run)
+    runs = server.runs(definition_id)
+    assert len({r["job_id"] for r in runs}) == len(runs)
 
     # Deleted: the CronJob, its Jobs, pods and volume, and the runs in the list.
     server.delete_definition(definition_id)
@@ -149,10 +151,8 @@ def test_a_failing_schedule_keeps_only_its_newest_runs(make_server, core, batch,
     assert _cronjob(batch, jobs_namespace, definition_id).spec.failed_jobs_history_limit == 1
 
     server = make_server(name="failing", schedule_runs_kept=1, schedule_import_interval_seconds=3)
-    runs = server.wait_runs(definition_id, 1, timeout=120)
-    failed = [r for r in runs if r["status"] == "FAILED"]
-    assert failed, runs
-    run = failed[-1]
+    (run,) = server.wait_imported(definition_id, [made[kept[0]]], timeout=120)  # the kept run, by uid
+    assert run["status"] == "FAILED", run
     assert "ZeroDivisionError" in run["status_message"]
     log = server.output(run, "log").read_text()
     assert "before the error" in log and "ZeroDivisionError" in log
