@@ -219,13 +219,12 @@ def finished_runs(batch, namespace, definition_id) -> dict:
             if j.status and (j.status.succeeded or j.status.failed)}
 
 
-def wait_new_finished_runs(batch, namespace, definition_id, count, min_seconds=0, timeout=300) -> dict:
+def wait_new_finished_runs(batch, namespace, definition_id, count, timeout=300) -> dict:
     """Waits (as the admin, while no server imports) until `count` more runs than now have
-    finished, and at least `min_seconds` have passed; returns them, {name: uid}."""
+    finished; returns them, {name: uid}."""
     seen, before = {}, finished_runs(batch, namespace, definition_id)
-    start = time.monotonic()
-    deadline = start + timeout
-    while len(seen.keys() - before.keys()) < count or time.monotonic() - start < min_seconds:
+    deadline = time.monotonic() + timeout
+    while len(seen.keys() - before.keys()) < count:
         assert time.monotonic() < deadline, f"only {len(seen.keys() - before.keys())} new runs finished in {timeout}s"
         seen.update(finished_runs(batch, namespace, definition_id))
         time.sleep(2)
