@@ -78,7 +78,8 @@ def cmd_run(args) -> int:
         print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
         return 2
     cfg = _config_from_args(args)
-    from .driver import KubeDriver, make_driver
+    from .driver import KubeDriver
+    from .modes import make_driver
     from .lifecycle import JobFailed, JobRun, NotebookJob
     if cfg.gateway_url:  # hub mode: through the jobs gateway, with this server's hub token
         driver = make_driver(cfg)
@@ -127,7 +128,7 @@ def cmd_doctor(args) -> int:
 
     cfg = _config_from_args(args)
     if cfg.gateway_url:
-        from .driver import make_driver
+        from .modes import make_driver
         return Doctor(cfg, None).run_hub_mode(make_driver(cfg))
     clients = _clients(cfg)
     return 2 if clients is None else Doctor(cfg, clients).run()
@@ -138,7 +139,7 @@ def cmd_gateway(args) -> int:
     import logging
 
     from .config import jupyter_config_files
-    from .gateway import Gateway, GatewayConfig
+    from .gateway.app import Gateway, GatewayConfig
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     c = jupyter_config_files()

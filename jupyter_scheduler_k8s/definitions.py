@@ -25,7 +25,8 @@ from .config import UnknownProfileError, resolve_profile
 from .driver import NotFound
 from .extension import InvalidRequest
 from .lifecycle import LOG_FORMAT, Outcome, is_transient
-from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished, make_schedules
+from .modes import make_schedules
+from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 
 log = logging.getLogger(__name__)
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)

@@ -296,18 +296,6 @@ class KubeDriver:
             response.release_conn()
 
 
-def make_driver(cfg: K8sConfig):
-    """The driver the configuration asks for: the jobs gateway's client in hub mode
-    (K8sConfig.gateway_url), else the Kubernetes API with the configured credentials."""
-    if cfg.gateway_url:
-        from .gateway_client import GatewayDriver
-        if not cfg.gateway_token:
-            raise ValueError("K8sConfig.gateway_url is set but there is no token for it "
-                             "(K8sConfig.gateway_token, or $JUPYTERHUB_API_TOKEN)")
-        return GatewayDriver(cfg.gateway_url, cfg.gateway_token)
-    return KubeDriver(cfg, Clients(cfg.kubeconfig, cfg.context))
-
-
 def _delete_options(uid: str, grace_period_seconds: Optional[int], propagation_policy: str) -> V1DeleteOptions:
     """All in the body: with a body, the API server ignores the query's options, and a Job
     deleted without a propagation policy orphans its pods."""
@@ -321,4 +309,4 @@ def executor_spec(job, collect_hold_seconds: int) -> dict:
             "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": collect_hold_seconds}
 
 
-__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec", "make_driver"]
+__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec"]

@@ -11,7 +11,7 @@ from jupyter_scheduler.models import JobFeature
 from jupyter_scheduler.orm import Job
 from traitlets.config import Config
 
-from .driver import make_driver
+from .modes import make_driver
 from .config import K8sConfig, server_config
 from .lifecycle import JobFailed, JobRun, NotebookJob, Outcome
 

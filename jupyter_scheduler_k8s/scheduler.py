@@ -28,7 +28,7 @@ from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .executors import K8sExecutionManager, supported_features
 from .extension import InvalidRequest
 from .definitions import CronJobDefinitions
-from .driver import make_driver
+from .modes import make_driver
 from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
 from .monitor import JobMonitor
 

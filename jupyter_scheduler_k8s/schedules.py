@@ -303,14 +303,6 @@ def stage_out_run(run_name: str) -> list:
     return EXECUTOR + ["--job-dir", f"{manifests.JOB_DIR}/runs/{run_name}", "stage-out"]
 
 
-def make_schedules(driver):
-    """Schedules through the same way as the driver: the jobs gateway's client in hub mode."""
-    if isinstance(driver, KubeDriver):
-        return KubeSchedules(driver)
-    from .gateway_client import GatewaySchedules
-    return GatewaySchedules(driver)
-
-
 def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:
     """What a snapshot holds: the notebook, or the whole packaged folder; regular files only."""
     from .lifecycle import run_files
@@ -320,5 +312,4 @@ def input_files(root: str, package_input_folder: bool, input_file: str) -> List[
     return files
 
 
-__all__ = ["Definition", "KubeSchedules", "ScheduleError", "check_timezone", "input_files", "is_finished",
-           "make_schedules"]
+__all__ = ["Definition", "KubeSchedules", "ScheduleError", "check_timezone", "input_files", "is_finished"]

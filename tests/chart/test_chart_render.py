@@ -632,7 +632,7 @@ def test_two_gateway_replicas_with_a_disruption_budget_by_default():
 def test_gateway_config_is_accepted_by_the_gateway_traits(name, files):
     from traitlets.config import Config
 
-    from jupyter_scheduler_k8s.gateway import GatewayConfig
+    from jupyter_scheduler_k8s.gateway.app import GatewayConfig
 
     settings = server_config(render(values_files=files))["GatewayConfig"]
     configured = GatewayConfig(config=Config({"GatewayConfig": settings}))

@@ -9,7 +9,6 @@ import re
 import sys
 import tarfile
 import zipfile
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -18,7 +17,7 @@ from packaging.version import Version
 from ..compat.test_jupyter_scheduler_versions import TESTED_JUPYTER_SCHEDULER
 from ..dist import ROOT, build
 
-MODULES = sorted(p.name for p in (ROOT / "jupyter_scheduler_k8s").glob("*.py"))
+MODULES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "jupyter_scheduler_k8s").rglob("*.py"))  # with gateway/
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def test_the_wheel_holds_the_package_and_nothing_else(dist):
     assert [n for n in names if n.startswith("jupyter_scheduler_k8s-0.1.0.data/")] == [config]
     assert json.loads(zipfile.ZipFile(wheel).read(config)) == {
         "ServerApp": {"jpserver_extensions": {"jupyter_scheduler_k8s": True}}}
-    assert sorted(Path(n).name for n in names if n.startswith("jupyter_scheduler_k8s/")) == MODULES
+    assert sorted(n for n in names if n.startswith("jupyter_scheduler_k8s/")) == MODULES
     assert "jupyter_scheduler_k8s-0.1.0.dist-info/licenses/LICENSE" in names
     entry_points = zipfile.ZipFile(wheel).read("jupyter_scheduler_k8s-0.1.0.dist-info/entry_points.txt").decode()
     assert "jupyter-scheduler-k8s = jupyter_scheduler_k8s.cli:main" in entry_points
@@ -67,7 +66,7 @@ def test_the_sdist_holds_what_a_rebuild_needs(dist):
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     assert {"LICENSE", "README.md", "pyproject.toml", "PKG-INFO",
             "jupyter-config/jupyter_server_config.d/jupyter_scheduler_k8s.json"} <= names
-    assert {f"jupyter_scheduler_k8s/{m}" for m in MODULES} <= names
+    assert set(MODULES) <= names
     assert not [n for n in names if n.startswith((".venv", "tests/", "build/", "out/")) or "__pycache__" in n]
 
 

@@ -1,4 +1,4 @@
-"""gateway.py's pure parts: what a create request may carry, which status each of the lifecycle's
+"""The gateway's pure parts: what a create request may carry, which status each of the lifecycle's
 errors becomes, the stream caps, and an OpenAPI document that lists every route. (The gateway
 itself, with a real JupyterHub and cluster: tests/e2e/test_gateway_e2e.py.)"""
 import asyncio
@@ -8,10 +8,14 @@ from kubernetes.client.rest import ApiException
 from tornado import web
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s import transfer, wire
+from jupyter_scheduler_k8s import transfer
+from jupyter_scheduler_k8s.gateway import wire
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
 from jupyter_scheduler_k8s.driver import NotFound
-from jupyter_scheduler_k8s.gateway import Gateway, GatewayConfig, _job_from_request, _Limits, _refusal, openapi
+from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
+from jupyter_scheduler_k8s.gateway.base import _Limits, _refusal
+from jupyter_scheduler_k8s.gateway.jobs import _job_from_request
+from jupyter_scheduler_k8s.gateway.openapi import openapi
 from jupyter_scheduler_k8s.lifecycle import JobFailed
 
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
@@ -63,7 +67,7 @@ def test_each_error_has_its_status(error, status):
 
 def test_a_pod_that_printed_too_much_reads_back_as_such():
     """The lifecycle reads no volume of a pod that flooded us: the finer kind crosses the wire."""
-    from jupyter_scheduler_k8s.gateway_client import _error
+    from jupyter_scheduler_k8s.gateway.client import _error
     refusal = _refusal(transfer.PrintedTooMuch("stage-out in pod p printed more than 1 MiB"))
     assert (refusal.status_code, refusal.error) == (422, wire.PRINTED_TOO_MUCH)
     assert type(_error(refusal.status_code, refusal.message, refusal.error)) is transfer.PrintedTooMuch
@@ -72,7 +76,7 @@ def test_a_pod_that_printed_too_much_reads_back_as_such():
 
 def test_statuses_read_back_as_the_lifecycles_errors():
     """The client turns them back: the same message, and the same retry decision as direct mode."""
-    from jupyter_scheduler_k8s.gateway_client import _error
+    from jupyter_scheduler_k8s.gateway.client import _error
     from jupyter_scheduler_k8s.lifecycle import is_transient
     assert isinstance(_error(404, "x"), NotFound)
     assert isinstance(_error(422, "x"), transfer.CommandFailed) and not is_transient(_error(422, "x"))
@@ -109,7 +113,7 @@ def test_openapi_lists_every_route():
 def test_each_user_has_a_share_of_the_threads_and_waits_without_one():
     """Alice's flood holds at most her share of the threads; Bob's call goes through at once; her
     extra calls wait on the event loop, and beyond four shares waiting, she gets 429."""
-    from jupyter_scheduler_k8s.gateway import _Calls
+    from jupyter_scheduler_k8s.gateway.base import _Calls
 
     async def scenario():
         calls, release = _Calls(per_user=2, threads=4), asyncio.Event()
@@ -138,7 +142,7 @@ def test_each_user_has_a_share_of_the_threads_and_waits_without_one():
 
 
 def test_the_gateway_is_not_ready_while_every_thread_is_busy():
-    from jupyter_scheduler_k8s.gateway import _Calls
+    from jupyter_scheduler_k8s.gateway.base import _Calls
 
     async def scenario():
         calls, release = _Calls(per_user=2, threads=4), asyncio.Event()

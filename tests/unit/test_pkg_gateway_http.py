@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
 from jupyter_scheduler_k8s.config import K8sConfig
-from jupyter_scheduler_k8s.gateway import Gateway, GatewayConfig
+from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
 
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
 

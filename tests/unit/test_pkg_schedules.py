@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 from jupyter_scheduler_k8s import manifests, names
-from jupyter_scheduler_k8s.gateway import Refusal
-from jupyter_scheduler_k8s.gateway_schedules import definition_from_request
+from jupyter_scheduler_k8s.gateway.base import Refusal
+from jupyter_scheduler_k8s.gateway.schedules import definition_from_request
 from jupyter_scheduler_k8s.schedules import ScheduleError, check_timezone
 
 DEFINITION_ID = str(uuid.UUID(int=7))

@@ -1,5 +1,5 @@
-"""wire.py: Kubernetes objects survive the trip through the gateway's JSON unchanged."""
-from jupyter_scheduler_k8s import wire
+"""gateway/wire.py: Kubernetes objects survive the trip through the gateway's JSON unchanged."""
+from jupyter_scheduler_k8s.gateway import wire
 
 from .data_pkg import helpers as h
 

@@ -162,7 +162,7 @@ app.kubernetes.io/component: {{ . }}
 {{- /*
   The traitlets JSON config that user servers and the gateway load (jupyter_server_config.json).
   values.yaml keys map one to one onto K8sConfig and GatewayConfig traits
-  (jupyter_scheduler_k8s/config.py, gateway.py); unset optional values are left out so that the
+  (jupyter_scheduler_k8s/config.py, gateway/app.py); unset optional values are left out so that the
   trait's own default applies. Nothing in it is secret: user servers read it too.
 */}}
 {{- define "jupyter-scheduler-k8s.serverConfig" -}}

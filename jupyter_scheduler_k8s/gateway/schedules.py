@@ -1,4 +1,4 @@
-"""The jobs gateway's endpoints for job definitions (schedules.py, docs/design.md "Schedules").
+"""The jobs gateway's endpoints for job definitions (the package's schedules.py, docs/design.md "Schedules").
 
 The user's server describes a definition by names and values only; the gateway builds the
 CronJob and the volume from its own configuration, with the authenticated user as owner, so the
@@ -9,10 +9,11 @@ absent: 404.
 import asyncio
 import time
 
+from ..config import resolve_profile
+from ..schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
 from . import wire
-from .config import resolve_profile
-from .gateway import BaseHandler, Input, Output, Refusal, file_name, plain_parameters
-from .schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
+from .base import BaseHandler, Refusal, file_name, plain_parameters
+from .streams import Input, Output
 
 _TEXT_LIMIT = 256
 

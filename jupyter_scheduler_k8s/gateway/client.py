@@ -1,4 +1,4 @@
-"""The user server's side of hub mode: a driver that asks the jobs gateway (gateway.py) instead
+"""The user server's side of hub mode: a driver that asks the jobs gateway (app.py) instead
 of Kubernetes. It has driver.KubeDriver's methods and raises the same errors, so JobRun, the
 monitor and K8sScheduler do not know which one they drive.
 
@@ -17,11 +17,12 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from . import names, transfer, wire
-from .clients import REQUEST_TIMEOUT, api_retries
-from .driver import NotFound
-from .lifecycle import JobFailed
-from .watch import LIST, TICK, WaitTimeout, first_answer
+from .. import names, transfer
+from ..clients import REQUEST_TIMEOUT, api_retries
+from ..driver import NotFound
+from ..lifecycle import JobFailed
+from ..watch import LIST, TICK, WaitTimeout, first_answer
+from . import wire
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -176,7 +177,7 @@ class GatewayDriver:
 
 
 class GatewaySchedules:
-    """schedules.KubeSchedules's methods, asked of the jobs gateway (gateway_schedules.py)."""
+    """schedules.KubeSchedules's methods, asked of the jobs gateway (gateway/schedules.py)."""
 
     def __init__(self, driver: GatewayDriver):
         self.gateway = driver

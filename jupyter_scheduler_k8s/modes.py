@@ -1,0 +1,26 @@
+"""Direct or hub mode: the one place that picks how the server reaches Kubernetes. Direct, the
+server's own credentials (driver.KubeDriver); in hub mode (K8sConfig.gateway_url), the jobs
+gateway's client, which acts the same through the gateway."""
+from .clients import Clients
+from .config import K8sConfig
+from .driver import KubeDriver
+from .gateway.client import GatewayDriver, GatewaySchedules
+from .schedules import KubeSchedules
+
+
+def make_driver(cfg: K8sConfig):
+    """The driver the configuration asks for: the jobs gateway's client in hub mode
+    (K8sConfig.gateway_url), else the Kubernetes API with the configured credentials."""
+    if cfg.gateway_url:
+        if not cfg.gateway_token:
+            raise ValueError("K8sConfig.gateway_url is set but there is no token for it "
+                             "(K8sConfig.gateway_token, or $JUPYTERHUB_API_TOKEN)")
+        return GatewayDriver(cfg.gateway_url, cfg.gateway_token)
+    return KubeDriver(cfg, Clients(cfg.kubeconfig, cfg.context))
+
+
+def make_schedules(driver):
+    """Schedules through the same way as the driver: the jobs gateway's client in hub mode."""
+    if isinstance(driver, KubeDriver):
+        return KubeSchedules(driver)
+    return GatewaySchedules(driver)
