@@ -27,6 +27,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..clients import Clients
 from ..config import K8sConfig
+from ..doctor import Doctor
 from . import jobs, schedules, wire
 from .base import BaseHandler, _Calls, _Limits
 
@@ -114,7 +115,6 @@ class Gateway:
 
     def missing_permissions(self):
         """doctor's permission check, as the gateway's own identity, at most once a minute."""
-        from .doctor import Doctor
         now = time.monotonic()
         if self._permissions is None or now - self._permissions[0] > 60:
             self._permissions = (now, Doctor(self.k8s, self.clients, echo=lambda line: None).missing_permissions())

@@ -21,8 +21,9 @@ def modules(root: Path) -> dict:
     return found
 
 
-def imports(root: Path) -> dict:
-    """{module: the package's modules it imports}: every import statement, wherever it is."""
+def imports(root: Path, unresolved: list = None) -> dict:
+    """{module: the package's modules it imports}: every import statement, wherever it is.
+    Relative imports of modules that do not exist are added to `unresolved`."""
     known, graph = modules(root), {}
     for name, path in known.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -37,6 +38,8 @@ def imports(root: Path) -> dict:
                 base = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
                 # `from . import names` imports a module; `from .driver import NotFound`, a name.
                 targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names)
+                if node.level and base not in known and unresolved is not None:
+                    unresolved.append(f"{name}: {'.' * node.level}{node.module or ''}")
         graph[name] = {t for t in targets if t in known and t != name}
     return graph
 
@@ -80,16 +83,20 @@ def test_the_cycle_finder_sees_a_lazy_import_inside_a_function(tmp_path):
     (package / "sub" / "__init__.py").write_text("")
     (package / "sub" / "b.py").write_text("def f():\n    from ..c import x\n")
     (package / "c.py").write_text("from . import a\nimport json\n")
-    (package / "d.py").write_text("from .a import thing\n")
-    graph = imports(package)
+    (package / "d.py").write_text("from .a import thing\n\n\ndef g():\n    from .gone import y\n")
+    unresolved = []
+    graph = imports(package, unresolved)
+    assert unresolved == ["pkg.d: .gone"]
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg.a"}
     assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
 
 
-def test_no_module_imports_one_that_imports_it_back():
-    graph = imports(PACKAGE)
+def test_no_module_imports_one_that_imports_it_back_and_every_import_resolves():
+    unresolved = []
+    graph = imports(PACKAGE, unresolved)
     assert "jupyter_scheduler_k8s.gateway.app" in graph and "jupyter_scheduler_k8s.modes" in graph
     assert cycles(graph) == []
+    assert unresolved == []  # a module that moved, imported by its old place inside a function
 
 
 def test_modules_are_short():
