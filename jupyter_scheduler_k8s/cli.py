@@ -79,8 +79,8 @@ def cmd_run(args) -> int:
         return 2
     cfg = _config_from_args(args)
     from .driver import KubeDriver
-    from .modes import make_driver
     from .lifecycle import JobFailed, JobRun, NotebookJob
+    from .modes import make_driver
     if cfg.gateway_url:  # hub mode: through the jobs gateway, with this server's hub token
         driver = make_driver(cfg)
     else:
