@@ -1,6 +1,7 @@
 """Direct or hub mode: the one place that picks how the server reaches Kubernetes. Direct, the
 server's own credentials (driver.KubeDriver); in hub mode (K8sConfig.gateway_url), the jobs
 gateway's client, which acts the same through the gateway."""
+
 from .clients import Clients
 from .config import K8sConfig
 from .driver import KubeDriver

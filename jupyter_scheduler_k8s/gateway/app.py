@@ -10,6 +10,7 @@ with size caps, never whole in memory.
 
 Run it as `jupyter-scheduler-k8s gateway` (the chart's Deployment does). docs/design.md has the
 API; GET {prefix}api/v1/openapi.json describes it."""
+
 import asyncio
 import logging
 import os
@@ -88,7 +89,6 @@ class GatewayConfig(LoggingConfigurable):
     idle_seconds = Int(60, config=True, help="""
         An upload or download through the gateway that moves under 64 KiB in this many seconds
         of waiting is cut off, so that a trickling client or pod holds no thread for long.""")
-
 
 
 class Gateway:

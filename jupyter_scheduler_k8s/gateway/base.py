@@ -1,5 +1,6 @@
 """What every endpoint of the jobs gateway shares: HubAuth before any byte of a body, the
 per-user limits on calls and streams, and the map from the lifecycle's errors to HTTP answers."""
+
 import asyncio
 import contextlib
 import json
@@ -259,7 +260,6 @@ def _refusal(e: BaseException) -> Refusal:
     return Refusal(500, "internal error in the jobs gateway (see its log)")
 
 
-
 def file_name(value, what: str) -> str:
     """A plain file name from a request (no directory part), or a 400."""
     if not isinstance(value, str) or not value or "/" in value or value in (".", "..") or len(value) > 255:
@@ -278,7 +278,6 @@ def plain_parameters(parameters, what: str = "job") -> None:
         raise Refusal(400, "parameters must map names to plain values")
     if len(json.dumps(parameters)) > PARAMETERS_LIMIT:
         raise Refusal(413, f"the {what}'s parameters exceed {PARAMETERS_LIMIT // 1024} KiB")
-
 
 
 def query_number(handler, name: str, default, kind=float):

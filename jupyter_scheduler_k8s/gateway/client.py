@@ -6,6 +6,7 @@ Requests carry the server's JupyterHub API token. Transient failures (connection
 with Retry-After, 5xx) are retried by urllib3 as the Kubernetes client's are; a stream that
 breaks off raises transfer.TransferError, which the lifecycle tries again later.
 """
+
 import json
 import logging
 import os

@@ -1,5 +1,6 @@
 """The jobs gateway's streams: inputs into a pod, outputs and logs out of it, and a user's pod
 events; each counted against the user's open streams, bounded in size and pace."""
+
 import asyncio
 import json
 import logging
@@ -70,7 +71,6 @@ class Log(_Stream):
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("X-Jsk8s-Cut", str(cut))
         self.finish(data)
-
 
 
 class Input(_Stream):

@@ -1,6 +1,7 @@
 """What the jobs gateway and its client agree on: the API's version prefix, how Kubernetes
 objects travel as JSON, and which HTTP status stands for which of the lifecycle's errors, so that
 a failure reads the same to the lifecycle in hub mode as in direct mode."""
+
 import inspect
 import json
 import re
