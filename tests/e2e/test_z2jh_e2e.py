@@ -39,6 +39,16 @@ def users(jupyterhub):
     return logged_in
 
 
+@pytest.fixture(autouse=True)
+def cleaned_up(request):
+    """What alice and bob made is deleted after each test, also when it failed, so that the tests
+    after it (which check that the jobs namespace is empty) fail only for what they test."""
+    yield
+    if "users" in request.fixturenames:
+        for user in request.getfixturevalue("users").values():
+            user.delete_everything()
+
+
 def test_the_values_our_notes_print_are_the_readmes(jupyterhub):
     """The block the hub was upgraded with (from `helm get notes`) is the README's, for these names."""
     text = (ROOT / "README.md").read_text()

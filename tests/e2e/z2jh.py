@@ -298,6 +298,21 @@ class HubUser:
         answer = self.server("DELETE", f"/scheduler/job_definitions/{definition_id}")
         assert answer.status_code == 204, answer.text
 
+    def definitions(self) -> list:
+        answer = self.server("GET", "/scheduler/job_definitions")
+        answer.raise_for_status()
+        return answer.json()["job_definitions"]
+
+    def delete_everything(self) -> None:
+        """Her definitions and jobs, deleted as she would (a running job is stopped first); nothing
+        when her server is not running (it holds her list)."""
+        if not self.server_state().get("ready"):
+            return
+        for definition in self.definitions():
+            self.delete_definition(definition["job_definition_id"])
+        for job in self.jobs():
+            self.delete_job(job["job_id"])
+
     def runs(self, definition_id: str) -> list:
         answer = self.server("GET", f"/scheduler/jobs?job_definition_id={definition_id}&max_items=1000")
         answer.raise_for_status()
