@@ -74,7 +74,7 @@ def flood_bench(core, args, gateway, hub, hub_harness):
     import statistics
     import uuid
 
-    from jupyter_scheduler_k8s import names
+    from jupyter_scheduler_k8s.kube import names
 
     alice, bob = hub_harness("alice"), hub_harness("bob")
     token = hub.user_token("alice")

@@ -61,7 +61,7 @@ def _clients(cfg):
     """The API clients, or None after one line that says which credentials to provide."""
     from kubernetes.config import ConfigException
 
-    from .clients import Clients
+    from .kube.clients import Clients
 
     clients = Clients(cfg.kubeconfig, cfg.context)
     try:
@@ -78,8 +78,8 @@ def cmd_run(args) -> int:
         print(f"error: no such notebook: {args.notebook}", file=sys.stderr)
         return 2
     cfg = _config_from_args(args)
-    from .driver import KubeDriver
-    from .lifecycle import JobFailed, JobRun, NotebookJob
+    from .kube.driver import KubeDriver
+    from .jobs.lifecycle import JobFailed, JobRun, NotebookJob
     from .modes import make_driver
     if cfg.gateway_url:  # hub mode: through the jobs gateway, with this server's hub token
         driver = make_driver(cfg)

@@ -20,13 +20,13 @@ from jupyter_scheduler.models import CreateJob, DescribeJob, DescribeJobDefiniti
 from jupyter_scheduler.orm import Job, JobDefinition
 from jupyter_scheduler.utils import create_output_filename, get_utc_timestamp
 
-from . import names, reasons, transfer
 from .config import UnknownProfileError, resolve_profile
-from .driver import NotFound
 from .extension import InvalidRequest
-from .lifecycle import LOG_FORMAT, Outcome, is_transient
+from .jobs.lifecycle import LOG_FORMAT, Outcome, is_transient
+from .kube import names, reasons, transfer
+from .kube.driver import NotFound
+from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 from .modes import make_schedules
-from .schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 
 log = logging.getLogger(__name__)
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)

@@ -7,10 +7,10 @@ from typing import Callable, List, Tuple
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from . import manifests, names
-from .clients import Clients, is_local_context, pull_policy
 from .config import K8sConfig
-from .reasons import describe_error
+from .kube import manifests, names
+from .kube.clients import Clients, is_local_context, pull_policy
+from .kube.reasons import describe_error
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

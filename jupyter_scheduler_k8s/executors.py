@@ -11,9 +11,9 @@ from jupyter_scheduler.models import JobFeature
 from jupyter_scheduler.orm import Job
 from traitlets.config import Config
 
-from .modes import make_driver
 from .config import K8sConfig, server_config
-from .lifecycle import JobFailed, JobRun, NotebookJob, Outcome
+from .jobs.lifecycle import JobFailed, JobRun, NotebookJob, Outcome
+from .modes import make_driver
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 server's own credentials (driver.KubeDriver); in hub mode (K8sConfig.gateway_url), the jobs
 gateway's client, which acts the same through the gateway."""
 
-from .clients import Clients
 from .config import K8sConfig
-from .driver import KubeDriver
 from .gateway.client import GatewayDriver, GatewaySchedules
-from .schedules import KubeSchedules
+from .kube.clients import Clients
+from .kube.driver import KubeDriver
+from .kube.schedules import KubeSchedules
 
 
 def make_driver(cfg: K8sConfig):

@@ -23,14 +23,14 @@ from jupyter_scheduler.scheduler import Scheduler
 from jupyter_scheduler.utils import get_utc_timestamp
 from traitlets import Int, default
 
-from . import names, reasons
 from .config import K8sConfig, UnknownProfileError, resolve_profile
+from .definitions import CronJobDefinitions
 from .executors import K8sExecutionManager, supported_features
 from .extension import InvalidRequest
-from .definitions import CronJobDefinitions
+from .jobs.lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
+from .jobs.monitor import JobMonitor
+from .kube import names, reasons
 from .modes import make_driver
-from .lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
-from .monitor import JobMonitor
 
 ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
 

@@ -26,9 +26,9 @@ from tornado.ioloop import IOLoop
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..clients import Clients
 from ..config import K8sConfig
 from ..doctor import Doctor
+from ..kube.clients import Clients
 from . import jobs, schedules, wire
 from .base import BaseHandler, _Calls, _Limits
 

@@ -14,11 +14,11 @@ from kubernetes.client.rest import ApiException
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .. import names, transfer
 from ..config import UnknownProfileError
-from ..driver import KubeDriver, NotFound
-from ..reasons import describe_error
-from ..schedules import ScheduleError
+from ..kube import names, transfer
+from ..kube.driver import KubeDriver, NotFound
+from ..kube.reasons import describe_error
+from ..kube.schedules import ScheduleError
 from . import wire
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from .. import names, transfer
-from ..clients import REQUEST_TIMEOUT, api_retries
-from ..driver import NotFound
-from ..lifecycle import JobFailed
-from ..watch import LIST, TICK, WaitTimeout, first_answer
+from ..jobs.lifecycle import JobFailed
+from ..kube import names, transfer
+from ..kube.clients import REQUEST_TIMEOUT, api_retries
+from ..kube.driver import NotFound
+from ..kube.watch import LIST, TICK, WaitTimeout, first_answer
 from . import wire
 
 log = logging.getLogger(__name__)

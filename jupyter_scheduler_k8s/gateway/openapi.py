@@ -1,6 +1,6 @@
 """The OpenAPI 3 description of the jobs gateway's API."""
 
-from .. import names
+from ..kube import names
 from . import wire
 
 

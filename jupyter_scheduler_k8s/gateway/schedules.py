@@ -10,7 +10,7 @@ import asyncio
 import time
 
 from ..config import resolve_profile
-from ..schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
+from ..kube.schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
 from . import wire
 from .base import BaseHandler, Refusal, file_name, plain_parameters
 from .streams import Input, Output

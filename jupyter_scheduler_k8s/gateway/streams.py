@@ -8,8 +8,8 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from .. import manifests, transfer
-from ..driver import EXECUTOR, KubeDriver
+from ..kube import manifests, transfer
+from ..kube.driver import EXECUTOR, KubeDriver
 from . import wire
 from .base import BaseHandler, Refusal, content_length, query_component, query_number
 

@@ -2,7 +2,7 @@
 
 A throwaway etcd and kube-apiserver (the binaries `ci/cluster/build` makes; no kubelet, no
 network) run on free loopback ports. The chart is installed with helm, and the backend's own
-objects, built by jupyter_scheduler_k8s.manifests, are created with `--dry-run=server` while
+objects, built by jupyter_scheduler_k8s.kube.manifests, are created with `--dry-run=server` while
 impersonating the gateway's ServiceAccount: authorization, Pod Security and the
 ValidatingAdmissionPolicies all run, nothing is stored. Variants of those objects must be
 rejected with the policy's message.
@@ -21,7 +21,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 import helmrender
-from jupyter_scheduler_k8s import manifests, names
+from jupyter_scheduler_k8s.kube import manifests, names
 
 NS = "jhub"
 JOBS_NS = "jhub-jobs"

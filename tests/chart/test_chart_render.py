@@ -35,7 +35,7 @@ _RESOURCES = {"persistent_volume_claim": ("", "persistentvolumeclaims"), "pod": 
 
 def used_rules():
     used = {}
-    for path in (ROOT / "jupyter_scheduler_k8s").glob("*.py"):
+    for path in (ROOT / "jupyter_scheduler_k8s").rglob("*.py"):
         for verb, resource in re.findall(r"\.(create|read|list|delete|connect_get|patch|replace|"
                                          r"delete_collection)_namespaced_(\w+?)\b", path.read_text()):
             assert verb in _VERBS and resource in _RESOURCES, f"{path.name}: {verb}_namespaced_{resource} is not mapped"
@@ -400,7 +400,7 @@ def test_names_policy_pins_exec_create_and_delete_to_backend_names():
 
 
 def test_backend_object_names_match_the_policy_prefix():
-    from jupyter_scheduler_k8s import names
+    from jupyter_scheduler_k8s.kube import names
 
     job_id = "0f6d9a2e-5b8c-4c1e-9e63-2a4b7d1c9f00"
     assert names.object_name(job_id).startswith("jsk8s-")

@@ -35,17 +35,17 @@ def test_safe_tar_unit_tests_pass_on(suite):
     inside = f"/tmp/jsk8s-{uuid.uuid4().hex[:8]}"
     work = rootfs / inside.lstrip("/")
     try:
-        (work / "jupyter_scheduler_k8s").mkdir(parents=True)
-        for module in ("__init__.py", "safe_tar.py"):
-            shutil.copy(REPO / "jupyter_scheduler_k8s" / module, work / "jupyter_scheduler_k8s")
-        shutil.copy(REPO / "tests" / "unit" / "test_pkg_safe_tar.py", work)
+        (work / "jupyter_scheduler_k8s" / "kube").mkdir(parents=True)
+        for module in ("__init__.py", "kube/__init__.py", "kube/safe_tar.py"):
+            shutil.copy(REPO / "jupyter_scheduler_k8s" / module, work / "jupyter_scheduler_k8s" / module)
+        shutil.copy(REPO / "tests" / "unit" / "test_pkg_kube_safe_tar.py", work)
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": inside, "LANG": "C.UTF-8", "HOME": "/tmp"}
         version = subprocess.run([CHROOT, str(rootfs), "python3", "-c", "import sys; print(sys.version)"],
                                  capture_output=True, text=True, env=env, check=True).stdout
         assert version.startswith(SUITES[suite]), version
         ran = subprocess.run(
             [CHROOT, str(rootfs), "python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT,
-             f"--rootdir={inside}", f"{inside}/test_pkg_safe_tar.py"],
+             f"--rootdir={inside}", f"{inside}/test_pkg_kube_safe_tar.py"],
             capture_output=True, text=True, env=env, timeout=600)
         print(f"Python {version.split()[0]} in {suite}:\n{ran.stdout[-2000:]}")
         assert ran.returncode == 0, ran.stdout[-5000:] + ran.stderr[-2000:]

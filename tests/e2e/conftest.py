@@ -186,7 +186,7 @@ def user_server(make_server, hub):
 
 def running_pod(core, namespace, job_id, timeout=120):
     """The job's pod, once it runs."""
-    from jupyter_scheduler_k8s import names
+    from jupyter_scheduler_k8s.kube import names
     deadline = time.monotonic() + timeout
     while True:
         pods = core.list_namespaced_pod(namespace, label_selector=names.job_selector(job_id)).items
@@ -213,7 +213,7 @@ def jobs_namespace(installed_chart, core, batch):
 def finished_runs(batch, namespace, definition_id) -> dict:
     """A job definition's finished run Jobs (not yet imported and deleted): {name: uid}. The uid
     is the job id the user's server gives the run when it imports it."""
-    from jupyter_scheduler_k8s import names
+    from jupyter_scheduler_k8s.kube import names
     selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
     return {j.metadata.name: j.metadata.uid for j in batch.list_namespaced_job(namespace, label_selector=selector).items
             if j.status and (j.status.succeeded or j.status.failed)}

@@ -164,7 +164,7 @@ def test_doctor_passes_then_the_gateways_fails_without_the_rolebinding(server, c
 
 
 def _job(mutate):
-    from jupyter_scheduler_k8s import manifests, names
+    from jupyter_scheduler_k8s.kube import manifests, names
     name = "jsk8s-admission-probe"
     job = manifests.make_job(name, JOBS_NS, names.labels("probe", names.COMPONENT_JOB), {},
                              image="localhost/x:1", pull_policy="Never", spec={"input": "a.ipynb"},

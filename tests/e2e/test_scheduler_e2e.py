@@ -109,7 +109,7 @@ def test_recovery_goes_on_past_jobs_it_cannot_take_up(make_server, core, batch, 
     """Four jobs in flight when the server dies: one whose profile is gone from the config when it
     comes back, one whose Job and PVC were deleted meanwhile, one the DB holds as STOPPING, and a
     healthy one, which must still complete."""
-    from jupyter_scheduler_k8s import names
+    from jupyter_scheduler_k8s.kube import names
     profiles = {"small": {"cpu_request": "100m"}, "doomed": {"cpu_request": "100m"}}
     server = make_server(profiles=profiles)
     write_notebook(str(server.root / "nap.ipynb"), "import time; time.sleep(15); print('slept')")

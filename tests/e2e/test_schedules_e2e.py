@@ -10,7 +10,7 @@ import urllib.error
 import nbformat
 import pytest
 
-from jupyter_scheduler_k8s import names
+from jupyter_scheduler_k8s.kube import names
 
 from .conftest import leftovers, wait_new_finished_runs, write_notebook
 

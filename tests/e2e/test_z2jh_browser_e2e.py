@@ -12,7 +12,7 @@ import time
 import nbformat
 import pytest
 
-from jupyter_scheduler_k8s import names
+from jupyter_scheduler_k8s.kube import names
 
 from .browser import Browser
 from .conftest import leftovers

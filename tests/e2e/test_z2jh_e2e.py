@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from jupyter_scheduler_k8s import names
+from jupyter_scheduler_k8s.kube import names
 
 from .conftest import finished_runs, leftovers, wait_log, wait_new_finished_runs
 from .hub import call, definition_endpoints, job_endpoints

@@ -1,4 +1,4 @@
-"""config.py (traits, env fallbacks, profiles, environments) and the pull-policy choice of clients.py."""
+"""config.py (traits, env fallbacks, profiles, environments) and the pull-policy choice of kube/clients.py."""
 import copy
 import pickle
 
@@ -8,7 +8,7 @@ from traitlets.config import Application, Config
 
 from jupyter_scheduler_k8s import __version__
 from jupyter_scheduler_k8s import config as k8s_config
-from jupyter_scheduler_k8s.clients import is_local_context, pull_policy
+from jupyter_scheduler_k8s.kube.clients import is_local_context, pull_policy
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError, image_for, resolve_profile, server_config
 
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
@@ -55,7 +55,7 @@ def test_trait_beats_env(monkeypatch, trait, env, env_value, trait_value, defaul
 
 
 def test_empty_resource_settings_leave_requests_and_limits_unset():
-    from jupyter_scheduler_k8s.manifests import resources
+    from jupyter_scheduler_k8s.kube.manifests import resources
     p = resolve_profile(make(cpu_request="", cpu_limit="", memory_request="", memory_limit=""), None)
     assert resources(p["cpu_request"], p["cpu_limit"], p["memory_request"], p["memory_limit"]).to_dict() == \
         {"claims": None, "limits": None, "requests": None}
@@ -235,7 +235,7 @@ def test_image_for():
     assert image_for(make(image="base/image:1"), "py311") == "base/image:1"
 
 
-# ---- pull policy from the cluster context (clients.py) -----------------------------------------------
+# ---- pull policy from the cluster context (kube/clients.py) -----------------------------------------------
 
 @pytest.mark.parametrize("context,local", [
     ("kind-kind", True), ("kind-jsk8s", True), ("k3d-dev", True), ("minikube", True),

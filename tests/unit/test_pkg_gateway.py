@@ -8,15 +8,15 @@ from kubernetes.client.rest import ApiException
 from tornado import web
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s import transfer
+from jupyter_scheduler_k8s.kube import transfer
 from jupyter_scheduler_k8s.gateway import wire
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
-from jupyter_scheduler_k8s.driver import NotFound
+from jupyter_scheduler_k8s.kube.driver import NotFound
 from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
 from jupyter_scheduler_k8s.gateway.base import _Limits, _refusal
 from jupyter_scheduler_k8s.gateway.jobs import _job_from_request
 from jupyter_scheduler_k8s.gateway.openapi import openapi
-from jupyter_scheduler_k8s.lifecycle import JobFailed
+from jupyter_scheduler_k8s.jobs.lifecycle import JobFailed
 
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
 
@@ -77,7 +77,7 @@ def test_a_pod_that_printed_too_much_reads_back_as_such():
 def test_statuses_read_back_as_the_lifecycles_errors():
     """The client turns them back: the same message, and the same retry decision as direct mode."""
     from jupyter_scheduler_k8s.gateway.client import _error
-    from jupyter_scheduler_k8s.lifecycle import is_transient
+    from jupyter_scheduler_k8s.jobs.lifecycle import is_transient
     assert isinstance(_error(404, "x"), NotFound)
     assert isinstance(_error(422, "x"), transfer.CommandFailed) and not is_transient(_error(422, "x"))
     for status in wire.REFUSED:

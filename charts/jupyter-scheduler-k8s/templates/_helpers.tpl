@@ -93,14 +93,14 @@ http://{{ include "jupyter-scheduler-k8s.gatewayName" . }}.{{ .Release.Namespace
 {{- end }}
 
 {{- /*
-  Prefix of every object name the backend creates (jupyter_scheduler_k8s/names.py: object_name,
+  Prefix of every object name the backend creates (jupyter_scheduler_k8s/kube/names.py: object_name,
   collector_name). The admission policy pins PVC mounts, exec and deletes to it.
 */}}
 {{- define "jupyter-scheduler-k8s.objectNamePrefix" -}}
 jsk8s-
 {{- end }}
 
-{{- /* The label that the backend puts on every PVC, Job and pod it creates (names.py: MANAGED_BY). */}}
+{{- /* The label that the backend puts on every PVC, Job and pod it creates (kube/names.py: MANAGED_BY). */}}
 {{- define "jupyter-scheduler-k8s.jobPodSelector" -}}
 app.kubernetes.io/managed-by: jupyter-scheduler-k8s
 {{- end }}

@@ -32,12 +32,12 @@ import nbformat
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from jupyter_scheduler_k8s.clients import Clients
+from jupyter_scheduler_k8s.kube.clients import Clients
 from jupyter_scheduler_k8s.config import K8sConfig, resolve_profile
-from jupyter_scheduler_k8s.driver import KubeDriver
-from jupyter_scheduler_k8s.lifecycle import NotebookJob
-from jupyter_scheduler_k8s.names import job_selector
-from jupyter_scheduler_k8s.schedules import Definition, KubeSchedules
+from jupyter_scheduler_k8s.kube.driver import KubeDriver
+from jupyter_scheduler_k8s.jobs.lifecycle import NotebookJob
+from jupyter_scheduler_k8s.kube.names import job_selector
+from jupyter_scheduler_k8s.kube.schedules import Definition, KubeSchedules
 
 OUT = Path(__file__).parent / "recorded"
 NAMESPACE = "jsk8s-record"

@@ -18,9 +18,9 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar
 from kubernetes.client import V1DeleteOptions, V1OwnerReference, V1Preconditions
 from kubernetes.client.rest import ApiException
 
+from ..config import K8sConfig, image_for
 from . import manifests, names, reasons, transfer
 from .clients import Clients, pull_policy
-from .config import K8sConfig, image_for
 from .watch import LIST, TICK, WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)

@@ -10,18 +10,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import tenacity
 import urllib3
 import websocket
 from kubernetes.client.rest import ApiException
 
-from . import names, reasons, transfer
-from .config import K8sConfig, UnknownProfileError, resolve_profile
-from .driver import NotFound
-from .safe_tar import UnsafeOutputError
-from .watch import WaitTimeout
+from ..config import K8sConfig, UnknownProfileError, resolve_profile
+from ..kube import names, reasons, transfer
+from ..kube.driver import NotFound
+from ..kube.safe_tar import UnsafeOutputError
+from ..kube.watch import WaitTimeout
 
 log = logging.getLogger(__name__)
 LOG_FORMAT = "log"
@@ -140,17 +140,6 @@ def retry_transient(fn, *args):
     return retrying(fn, *args)
 
 
-def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[List[str], List[str]]:
-    """The files stage-in sends from the staging dir, and those it skips: only regular files go,
-    since a link in the user's folder could point at any server file."""
-    if package_input_folder:
-        files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-    else:
-        files = [input_file]
-    skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
-    return [f for f in files if f not in skipped], skipped
-
-
 class JobRun:
     """One job's lifecycle. `driver` does what the steps ask of Kubernetes: a driver.KubeDriver
     in direct mode, the gateway's client in hub mode."""
@@ -190,7 +179,7 @@ class JobRun:
 
     def stage_in(self, pod: str) -> None:
         self.on_phase("staging")
-        files, skipped = run_files(self.job.staging_dir, self.job.package_input_folder, self.job.input_file)
+        files, skipped = transfer.run_files(self.job.staging_dir, self.job.package_input_folder, self.job.input_file)
         if skipped:
             log.warning("job %s: not sending links or special files: %s", self.job.job_id, ", ".join(skipped))
         self.driver.send_inputs(self.job.job_id, pod, self.job.staging_dir, files)

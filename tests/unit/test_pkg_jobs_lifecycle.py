@@ -1,4 +1,4 @@
-"""lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on hand-written and recorded pod states,
+"""jobs/lifecycle.py, pure parts: NotebookJob from staging paths, JobRun.decide on hand-written and recorded pod states,
 KubeDriver.build_objects and JobRun.run_log_name. No API server: the clients object refuses any use."""
 import json
 import types
@@ -8,18 +8,18 @@ from jupyter_scheduler.models import DescribeJob
 from kubernetes.client.rest import ApiException
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s import reasons, transfer
+from jupyter_scheduler_k8s.kube import reasons, transfer
 from jupyter_scheduler_k8s.config import K8sConfig
-from jupyter_scheduler_k8s.driver import KubeDriver
-from jupyter_scheduler_k8s.lifecycle import (
+from jupyter_scheduler_k8s.kube.driver import KubeDriver
+from jupyter_scheduler_k8s.jobs.lifecycle import (
     Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, NotebookJob, Outcome, StageIn, Submit,
 )
-from jupyter_scheduler_k8s.transfer import log_tail_bytes
-from jupyter_scheduler_k8s.safe_tar import UnsafeOutputError
+from jupyter_scheduler_k8s.kube.transfer import log_tail_bytes
+from jupyter_scheduler_k8s.kube.safe_tar import UnsafeOutputError
 
 from .data_pkg import helpers as h
 from .data_pkg.helpers import clean_env, serialize  # noqa: F401 (fixture)
-from .test_pkg_manifests import restricted_violations
+from .test_pkg_kube_manifests import restricted_violations
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

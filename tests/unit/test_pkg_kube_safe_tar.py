@@ -1,4 +1,4 @@
-"""safe_tar.py: extraction of the (untrusted) stage-out stream, from crafted archives in the
+"""kube/safe_tar.py: extraction of the (untrusted) stage-out stream, from crafted archives in the
 stage-out layout (`result.json` + `work/<rel>`, docs/design.md)."""
 import io
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_scheduler_k8s import safe_tar
-from jupyter_scheduler_k8s.safe_tar import (
+from jupyter_scheduler_k8s.kube import safe_tar
+from jupyter_scheduler_k8s.kube.safe_tar import (
     HEADER_SIZE_LIMIT, RESULT_SIZE_LIMIT, OutputTooLargeError, UnsafeOutputError, extract_outputs,
 )
 

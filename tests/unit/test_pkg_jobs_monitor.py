@@ -1,4 +1,4 @@
-"""monitor.py's bookkeeping without a cluster: steps that fail are tried again or end the job,
+"""jobs/monitor.py's bookkeeping without a cluster: steps that fail are tried again or end the job,
 work for a job that was let go is dropped, and an outcome is recorded before anything is deleted.
 (The watch and the steps on Kubernetes are tested end to end in tests/e2e.)"""
 import threading
@@ -7,10 +7,10 @@ import types
 import pytest
 from kubernetes.client.rest import ApiException
 
-from jupyter_scheduler_k8s import monitor as monitor_module
-from jupyter_scheduler_k8s.lifecycle import STEP_ATTEMPTS, JobFailed, is_transient
-from jupyter_scheduler_k8s.monitor import JobMonitor
-from jupyter_scheduler_k8s.transfer import CommandFailed, TransferError
+from jupyter_scheduler_k8s.jobs import monitor as monitor_module
+from jupyter_scheduler_k8s.jobs.lifecycle import STEP_ATTEMPTS, JobFailed, is_transient
+from jupyter_scheduler_k8s.jobs.monitor import JobMonitor
+from jupyter_scheduler_k8s.kube.transfer import CommandFailed, TransferError
 
 
 class FakeRun:

@@ -1,11 +1,11 @@
-"""manifests.py: the builders' serialized output, compared with literal dicts (KubeSpawner's
+"""kube/manifests.py: the builders' serialized output, compared with literal dicts (KubeSpawner's
 tests/test_objects.py style), plus a Pod Security "restricted" check of every pod spec."""
 import copy
 import json
 
 import pytest
 
-from jupyter_scheduler_k8s import manifests, names
+from jupyter_scheduler_k8s.kube import manifests, names
 
 from .data_pkg.helpers import serialize
 

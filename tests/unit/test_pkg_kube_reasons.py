@@ -1,7 +1,7 @@
-"""reasons.py: pod and Job states (hand-written, and recorded from a cluster) turned into the user's status_message."""
+"""kube/reasons.py: pod and Job states (hand-written, and recorded from a cluster) turned into the user's status_message."""
 import pytest
 
-from jupyter_scheduler_k8s import reasons
+from jupyter_scheduler_k8s.kube import reasons
 
 from .data_pkg import helpers as h
 

@@ -8,9 +8,9 @@ import pytest
 from kubernetes.client.rest import ApiException
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s import names
+from jupyter_scheduler_k8s.kube import names
 from jupyter_scheduler_k8s.config import K8sConfig
-from jupyter_scheduler_k8s.driver import KubeDriver, NotFound
+from jupyter_scheduler_k8s.kube.driver import KubeDriver, NotFound
 
 from .data_pkg import helpers as h
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)

@@ -1,4 +1,4 @@
-"""watch.py with an API server that keeps failing: a caller's deadline still holds (the
+"""kube/watch.py with an API server that keeps failing: a caller's deadline still holds (the
 waits of driver.KubeDriver.wait_for_pod)."""
 import time
 
@@ -6,8 +6,8 @@ import pytest
 import urllib3
 from kubernetes.client.rest import ApiException
 
-from jupyter_scheduler_k8s import watch
-from jupyter_scheduler_k8s.watch import WaitTimeout, first_answer, pod_events
+from jupyter_scheduler_k8s.kube import watch
+from jupyter_scheduler_k8s.kube.watch import WaitTimeout, first_answer, pod_events
 
 
 def wait_for_pod(core, namespace, selector, decide, timeout):

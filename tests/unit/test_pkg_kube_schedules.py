@@ -4,10 +4,10 @@ import json
 import uuid
 
 import pytest
-from jupyter_scheduler_k8s import manifests, names
+from jupyter_scheduler_k8s.kube import manifests, names
 from jupyter_scheduler_k8s.gateway.base import Refusal
 from jupyter_scheduler_k8s.gateway.schedules import definition_from_request
-from jupyter_scheduler_k8s.schedules import ScheduleError, check_timezone
+from jupyter_scheduler_k8s.kube.schedules import ScheduleError, check_timezone
 
 DEFINITION_ID = str(uuid.UUID(int=7))
 
@@ -113,8 +113,8 @@ def test_the_gateway_refuses_a_body_without_a_definition():
 
 def _schedules(owner, *objects):
     from jupyter_scheduler_k8s.config import K8sConfig
-    from jupyter_scheduler_k8s.driver import KubeDriver
-    from jupyter_scheduler_k8s.schedules import KubeSchedules
+    from jupyter_scheduler_k8s.kube.driver import KubeDriver
+    from jupyter_scheduler_k8s.kube.schedules import KubeSchedules
     from .data_pkg.recorded import NAMESPACE, RecordedCluster
     return KubeSchedules(KubeDriver(K8sConfig(namespace=NAMESPACE), RecordedCluster(*objects), owner=owner))
 
@@ -140,7 +140,7 @@ def test_a_run_is_alices_alone_and_only_through_the_definition_that_made_it():
 
 
 def test_the_holder_is_alices_alone_and_must_be_owned_by_her_volume():
-    from jupyter_scheduler_k8s.driver import NotFound
+    from jupyter_scheduler_k8s.kube.driver import NotFound
     from .data_pkg.recorded import DEFINITION_ID as MINE, recorded
     volume, holder = recorded("definition-volume"), recorded("definition-holder-pod")
     assert _schedules("alice", volume, holder).holder(MINE) == holder.metadata.name

@@ -1,4 +1,4 @@
-"""clients.py against a small HTTP server on loopback that stands in for an API server in trouble:
+"""kube/clients.py against a small HTTP server on loopback that stands in for an API server in trouble:
 429 and 5xx answers are retried (Retry-After honoured), a server that never answers times out."""
 import http.server
 import json
@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
-from jupyter_scheduler_k8s import clients as clients_module
-from jupyter_scheduler_k8s.clients import Clients
+from jupyter_scheduler_k8s.kube import clients as clients_module
+from jupyter_scheduler_k8s.kube.clients import Clients
 
 POD_LIST = json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}).encode()
 

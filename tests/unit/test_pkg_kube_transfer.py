@@ -1,4 +1,4 @@
-"""transfer.py: which exec failures open the connection again (nothing ran in the pod yet), and
+"""kube/transfer.py: which exec failures open the connection again (nothing ran in the pod yet), and
 the stdout reader that tarfile reads the outputs through."""
 import os
 
@@ -7,7 +7,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketBadStatusException, WebSocketConnectionClosedException
 
-from jupyter_scheduler_k8s.transfer import (
+from jupyter_scheduler_k8s.kube.transfer import (
     _MIN_PROGRESS, PRINT_LIMIT, CommandFailed, Progress, TransferError, _Channels, _exit_code, _handshake_failed,
     _StdoutReader,
 )

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubernetes.client.rest import ApiException
 
+from ..config import image_for
 from . import manifests, names, reasons, transfer
 from .clients import pull_policy
-from .config import image_for
 from .driver import EXECUTOR, KubeDriver, NotFound, _absent_on_404, _delete_options
 from .watch import WaitTimeout, first_answer, pod_events
 
@@ -305,8 +305,7 @@ def stage_out_run(run_name: str) -> list:
 
 def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:
     """What a snapshot holds: the notebook, or the whole packaged folder; regular files only."""
-    from .lifecycle import run_files
-    files, skipped = run_files(root, package_input_folder, input_file)
+    files, skipped = transfer.run_files(root, package_input_folder, input_file)
     if skipped:
         log.warning("not sending links or special files: %s", ", ".join(skipped))
     return files

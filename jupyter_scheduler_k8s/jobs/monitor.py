@@ -14,14 +14,14 @@ from typing import Callable, Dict
 
 from kubernetes.client.rest import ApiException
 
-from . import names
+from ..kube import names
+from ..kube.reasons import describe_error
+from ..kube.transfer import CommandFailed
+from ..kube.watch import LIST, TICK
 from .lifecycle import (
     STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn, Submit,
     is_transient,
 )
-from .reasons import describe_error
-from .transfer import CommandFailed
-from .watch import LIST, TICK
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""names.py: object names, label values, labels and annotations."""
+"""kube/names.py: object names, label values, labels and annotations."""
 import re
 import uuid
 
 import pytest
 
-from jupyter_scheduler_k8s import names
+from jupyter_scheduler_k8s.kube import names
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -331,3 +331,14 @@ def log_tail_bytes(chunks: Iterable[bytes], limit: int) -> Tuple[bytes, int]:
             cut += newline + 1
             del kept[:newline + 1]
     return bytes(kept), cut
+
+
+def run_files(root: str, package_input_folder: bool, input_file: str) -> Tuple[List[str], List[str]]:
+    """The files stage-in sends from the staging dir, and those it skips: only regular files go,
+    since a link in the user's folder could point at any server file."""
+    if package_input_folder:
+        files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    else:
+        files = [input_file]
+    skipped = [f for f in files if os.path.islink(os.path.join(root, f)) or not os.path.isfile(os.path.join(root, f))]
+    return [f for f in files if f not in skipped], skipped
