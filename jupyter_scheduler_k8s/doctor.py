@@ -8,7 +8,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from .config import K8sConfig
-from .kube import manifests, names
+from .kube import executor, manifests, names
 from .kube.clients import Clients, is_local_context, pull_policy
 from .kube.reasons import describe_error
 
@@ -157,7 +157,7 @@ class Doctor:
         pod = self._probe_pod(name)
         pod.spec.volumes = None
         pod.spec.containers[0].volume_mounts = None
-        pod.spec.containers[0].command = ["jsk8s-executor", "--help"]
+        pod.spec.containers[0].command = executor.usage()
         local = is_local_context(self.clients.context_name)
         try:
             core.create_namespaced_pod(self.cfg.namespace, pod)

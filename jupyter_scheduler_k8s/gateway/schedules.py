@@ -10,7 +10,8 @@ import asyncio
 import time
 
 from ..config import resolve_profile
-from ..kube.schedules import HOLDER_LATE, SNAPSHOT_IN, Definition, KubeSchedules, ScheduleError, holder_state, stage_out_run
+from ..kube import executor
+from ..kube.schedules import HOLDER_LATE, Definition, KubeSchedules, ScheduleError, holder_state
 from . import wire
 from .base import BaseHandler, Refusal, file_name, plain_parameters
 from .streams import Input, Output
@@ -185,7 +186,7 @@ class Snapshot(Input):
         if not wire.JOB_ID.match(definition_id):
             raise Refusal(404, "no such job definition")
         pod = await self.blocking(KubeSchedules(driver).holder, definition_id)
-        return pod, SNAPSHOT_IN
+        return pod, executor.snapshot_in()
 
 
 class RunOutput(Output):
@@ -196,7 +197,7 @@ class RunOutput(Output):
         if not wire.JOB_ID.match(definition_id) or not wire.POD_NAME.match(run) or len(run) > 63:
             raise Refusal(404, "no such run")
         pod = await self.blocking(KubeSchedules(driver).holder, definition_id)
-        return pod, stage_out_run(run)
+        return pod, executor.stage_out(run)
 
 
 def routes(prefix: str) -> list:

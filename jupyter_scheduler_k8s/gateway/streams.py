@@ -8,8 +8,8 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from ..kube import manifests, transfer
-from ..kube.driver import EXECUTOR, KubeDriver
+from ..kube import executor, manifests, transfer
+from ..kube.driver import KubeDriver
 from . import wire
 from .base import BaseHandler, Refusal, content_length, query_component, query_number
 
@@ -104,7 +104,7 @@ class Input(_Stream):
         """The checked pod the stream goes to, and the command that reads it there."""
         job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
         await self.blocking(driver.check_pod, job_id, pod)
-        return pod, EXECUTOR + ["stage-in"]
+        return pod, executor.stage_in()
 
     def _too_large(self) -> Refusal:
         return Refusal(413, f"the job's inputs exceed the limit of {self.limit} bytes (the jobs gateway's "
@@ -181,7 +181,7 @@ class Output(_Stream):
         """The checked pod the stream comes from, and the command that writes it there."""
         job_id, pod, component = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1]), query_component(self)
         await self.blocking(driver.check_pod, job_id, pod, component)
-        return pod, EXECUTOR + ["stage-out"]
+        return pod, executor.stage_out()
 
     async def get(self, *_path):
         driver = self.driver()

@@ -19,13 +19,12 @@ from kubernetes.client import V1DeleteOptions, V1OwnerReference, V1Preconditions
 from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, image_for
-from . import manifests, names, reasons, transfer
+from . import executor, manifests, names, reasons, transfer
 from .clients import Clients, pull_policy
 from .watch import LIST, TICK, WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-EXECUTOR = ["jsk8s-executor"]
 
 
 class NotFound(Exception):
@@ -85,7 +84,7 @@ class KubeDriver:
             name, self.namespace, labels, annotations,
             image=image_for(self.cfg, job.environment),
             pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
-            spec=executor_spec(job, self.cfg.collect_hold_seconds),
+            spec=executor.spec(job.input_file, job.outputs, job.parameters, self.cfg.collect_hold_seconds),
             container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
                                                     p["memory_limit"], int(p["gpu"] or 0)),
             node_selector=p["node_selector"], tolerations=p["tolerations"],
@@ -263,18 +262,18 @@ class KubeDriver:
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
         self.check_pod(job_id, pod_name)
         transfer.send_files(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
-                            EXECUTOR + ["stage-in"], root, files)
+                            executor.stage_in(), root, files)
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
         """Streams the outputs into dest (safe_tar); returns (result, written paths)."""
         self.check_pod(job_id, pod_name, component)
         return transfer.receive_outputs(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
-                                        EXECUTOR + ["stage-out"], dest, size_limit)
+                                        executor.stage_out(), dest, size_limit)
 
     def release(self, job_id: str, pod_name: str, component: str) -> None:
         """Lets the pod exit now that its outputs are in."""
         self.check_pod(job_id, pod_name, component)
-        transfer.run_command(self.clients.core, self.namespace, pod_name, manifests.CONTAINER, EXECUTOR + ["release"])
+        transfer.run_command(self.clients.core, self.namespace, pod_name, manifests.CONTAINER, executor.release())
 
     def log_tail(self, job_id: str, pod_name: str, limit: int) -> Optional[Tuple[bytes, int]]:
         """The last `limit` bytes of the executor container's log (from a line start) and how many
@@ -303,10 +302,4 @@ def _delete_options(uid: str, grace_period_seconds: Optional[int], propagation_p
                            propagation_policy=propagation_policy)
 
 
-def executor_spec(job, collect_hold_seconds: int) -> dict:
-    """The executor's JSK8S_SPEC (docs/design.md) for a lifecycle.NotebookJob."""
-    return {"input": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
-            "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": collect_hold_seconds}
-
-
-__all__ = ["KubeDriver", "NotFound", "WaitTimeout", "executor_spec"]
+__all__ = ["KubeDriver", "NotFound", "WaitTimeout"]

@@ -14,10 +14,10 @@ from kubernetes.client import (
     V1Toleration, V1Volume, V1VolumeMount, V1VolumeResourceRequirements,
 )
 
-JOB_DIR = "/job"
+from . import executor
+
 CONTAINER = "executor"
 VOLUME = "job"
-RESULT_FILE = f"{JOB_DIR}/result.json"
 # The image's user; group 100 ("users") as in the Jupyter docker stacks.
 RUN_AS_USER = 1000
 RUN_AS_GROUP = 100
@@ -74,7 +74,7 @@ def _pod_spec(*, image: str, pull_policy: Optional[str], command: List[str], env
         # The executor changes into it once stage-in has made it.
         env=list(env), resources=container_resources,
         security_context=container_security_context(), readiness_probe=readiness_probe,
-        volume_mounts=[V1VolumeMount(name=VOLUME, mount_path=JOB_DIR)],
+        volume_mounts=[V1VolumeMount(name=VOLUME, mount_path=executor.JOB_DIR)],
         termination_message_policy="FallbackToLogsOnError",
     )
     return V1PodSpec(
@@ -97,10 +97,10 @@ def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dic
     """The Job that runs one notebook. `spec` is the executor spec (docs/design.md)."""
     # The pod turns Ready once result.json exists: the server's watch learns that outputs are
     # waiting without polling the pod.
-    probe = V1Probe(_exec=V1ExecAction(command=["test", "-e", RESULT_FILE]),
+    probe = V1Probe(_exec=V1ExecAction(command=["test", "-e", executor.RESULT_FILE]),
                     period_seconds=1, failure_threshold=1, success_threshold=1, timeout_seconds=5)
     pod_spec = _pod_spec(
-        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "run"], env=_executor_env(spec),
+        image=image, pull_policy=pull_policy, command=executor.run(), env=_executor_env(spec),
         pvc_name=name, container_resources=container_resources, node_selector=node_selector,
         tolerations=tolerations, readiness_probe=probe, active_deadline_seconds=timeout_seconds or None,
     )
@@ -114,10 +114,10 @@ def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dic
 
 def _executor_env(spec: dict) -> List[V1EnvVar]:
     return [
-        V1EnvVar(name="JSK8S_SPEC", value=json.dumps(spec, sort_keys=True)),
+        V1EnvVar(name=executor.SPEC_ENV, value=json.dumps(spec, sort_keys=True)),
         V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
         # Lets the executor say "probably out of memory (limit 512Mi)" when its kernel dies.
-        V1EnvVar(name="JSK8S_MEMORY_LIMIT", value_from=V1EnvVarSource(
+        V1EnvVar(name=executor.MEMORY_LIMIT_ENV, value_from=V1EnvVarSource(
             resource_field_ref=V1ResourceFieldSelector(container_name=CONTAINER, resource="limits.memory"))),
     ]
 
@@ -152,12 +152,12 @@ def make_cronjob(name: str, namespace: str, labels: Dict[str, str], annotations:
     and run `jsk8s-executor scheduled-run`, which stages from the volume's snapshot: no server is
     needed. `retention` is the executor's JSK8S_SCHEDULE (docs/design.md, "Schedules")."""
     env = _executor_env(spec) + [
-        V1EnvVar(name="JSK8S_SCHEDULE", value=json.dumps(retention, sort_keys=True)),
-        V1EnvVar(name="JSK8S_RUN_NAME", value_from=V1EnvVarSource(
+        V1EnvVar(name=executor.SCHEDULE_ENV, value=json.dumps(retention, sort_keys=True)),
+        V1EnvVar(name=executor.RUN_NAME_ENV, value_from=V1EnvVarSource(
             field_ref=V1ObjectFieldSelector(field_path=f"metadata.labels['{JOB_NAME_LABEL}']"))),
     ]
     pod_spec = _pod_spec(
-        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "scheduled-run"], env=env,
+        image=image, pull_policy=pull_policy, command=executor.scheduled_run(), env=env,
         pvc_name=name, container_resources=container_resources, node_selector=node_selector,
         tolerations=tolerations, active_deadline_seconds=timeout_seconds or None,
     )
@@ -198,7 +198,7 @@ def job_from_cronjob(cronjob: V1CronJob, name: str) -> V1Job:
 def set_spec_parameters(job: V1Job, parameters: dict) -> None:
     """Replaces the parameters in a Job's executor spec (a "Run now" with other parameters)."""
     for env in job.spec.template.spec.containers[0].env:
-        if env.name == "JSK8S_SPEC":
+        if env.name == executor.SPEC_ENV:
             env.value = json.dumps({**json.loads(env.value), "parameters": dict(parameters)}, sort_keys=True)
 
 
@@ -207,7 +207,7 @@ def make_collector_pod(name: str, namespace: str, labels: Dict[str, str], annota
     """A short-lived pod on a job's PVC, used only when the Job's own pod is gone before its
     outputs were collected (for example after the server was down)."""
     pod_spec = _pod_spec(
-        image=image, pull_policy=pull_policy, command=["jsk8s-executor", "hold", str(hold_seconds)], env=[],
+        image=image, pull_policy=pull_policy, command=executor.hold(hold_seconds), env=[],
         pvc_name=pvc_name, container_resources=resources("10m", None, "64Mi", "256Mi"),
         active_deadline_seconds=hold_seconds + 60,
     )

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from kubernetes.client.rest import ApiException
 
 from ..config import image_for
-from . import manifests, names, reasons, transfer
+from . import executor, manifests, names, reasons, transfer
 from .clients import pull_policy
-from .driver import EXECUTOR, KubeDriver, NotFound, _absent_on_404, _delete_options
+from .driver import KubeDriver, NotFound, _absent_on_404, _delete_options
 from .watch import WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,9 @@ class KubeSchedules:
     def build_cronjob(self, definition: Definition, profile: dict):
         d, p = definition, profile
         name = names.definition_name(d.definition_id)
-        spec = {"input": d.input_file, "outputs": dict(d.outputs), "parameters": dict(d.parameters),
-                "kernel_name": None, "cell_timeout": None, "collect_hold_seconds": 0}
-        retention = {"runs_kept": self.cfg.schedule_runs_kept, "max_age_seconds": self.cfg.schedule_run_max_age_seconds,
-                     "log_name": d.log_name, "log_limit": self.cfg.run_log_limit}
+        spec = executor.spec(d.input_file, d.outputs, d.parameters, collect_hold_seconds=0)
+        retention = executor.retention(self.cfg.schedule_runs_kept, self.cfg.schedule_run_max_age_seconds,
+                                       d.log_name, self.cfg.run_log_limit)
         return manifests.make_cronjob(
             name, self.namespace, self._labels(d, names.COMPONENT_SCHEDULE), self._annotations(d),
             run_labels=self._labels(d, names.COMPONENT_SCHEDULED_RUN),
@@ -267,16 +266,16 @@ class KubeSchedules:
             self.remove_holder(definition_id)
 
     def send_snapshot(self, pod: str, root: str, files: Iterable[str]) -> None:
-        transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER, SNAPSHOT_IN, root, list(files))
+        transfer.send_files(self.clients.core, self.namespace, pod, manifests.CONTAINER, executor.snapshot_in(), root, list(files))
 
     def receive_run(self, definition_id: str, run_name: str, dest: str, size_limit: int):
         """A run's outputs from the volume, through the holder pod; returns (result, written)."""
         return transfer.receive_outputs(self.clients.core, self.namespace, self.holder(definition_id),
-                                        manifests.CONTAINER, stage_out_run(run_name), dest, size_limit)
+                                        manifests.CONTAINER, executor.stage_out(run_name), dest, size_limit)
 
     def forget_run(self, definition_id: str, run_name: str) -> None:
         transfer.run_command(self.clients.core, self.namespace, self.holder(definition_id), manifests.CONTAINER,
-                             EXECUTOR + ["forget-run", run_name])
+                             executor.forget_run(run_name))
 
 
 HOLDER_LATE = "the pod on the definition's volume did not start in time"
@@ -294,13 +293,6 @@ def holder_state(pod, name: str, volume_uid: str):
         return ScheduleError(f"could not start the pod on the definition's volume: {problem}")
     cs = (pod.status.container_statuses or [None])[0] if pod.status else None
     return name if cs is not None and cs.state.running else None
-
-
-SNAPSHOT_IN = EXECUTOR + ["snapshot-in"]
-
-
-def stage_out_run(run_name: str) -> list:
-    return EXECUTOR + ["--job-dir", f"{manifests.JOB_DIR}/runs/{run_name}", "stage-out"]
 
 
 def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:

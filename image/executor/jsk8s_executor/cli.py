@@ -8,7 +8,8 @@ import sys
 from .jobdir import JobDir, touch, wait_for
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The commands the server runs (jupyter_scheduler_k8s/kube/executor.py is its side)."""
     parser = argparse.ArgumentParser(
         prog="jsk8s-executor",
         description="Run one jupyter-scheduler notebook job on a Kubernetes job volume "
@@ -28,7 +29,11 @@ def main(argv=None) -> int:
                    "JSK8S_RUN_NAME, retention in env JSK8S_SCHEDULE)")
     forget = sub.add_parser("forget-run", help="remove an imported run from the definition's volume")
     forget.add_argument("run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     job = JobDir(args.job_dir)
 
     if args.command in ("snapshot-in", "scheduled-run", "forget-run"):
