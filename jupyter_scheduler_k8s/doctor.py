@@ -8,7 +8,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from .config import K8sConfig
-from .kube import executor, manifests, names
+from .kube import executor, manifests, names, reasons
 from .kube.clients import Clients, is_local_context, pull_policy
 from .kube.reasons import describe_error
 
@@ -168,7 +168,7 @@ class Doctor:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 p = core.read_namespaced_pod(name, self.cfg.namespace)
-                cs = (p.status.container_statuses or [None])[0]
+                cs = reasons.container_status(p)
                 waiting = cs.state.waiting if cs is not None and cs.state else None
                 if waiting is not None and waiting.reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"):
                     hint = ("load it into the cluster (e.g. `make load-image`, `kind load docker-image`)" if local

@@ -216,8 +216,7 @@ class JobRun:
             problem = p is not None and (reasons.image_problem(p) or reasons.terminated_problem(p))
             if problem:
                 return Fail(f"could not start the output collector: {problem}")
-            cs = (p.status.container_statuses or [None])[0] if p is not None and p.status else None
-            return p.metadata.name if cs is not None and cs.state.running else None
+            return p.metadata.name if reasons.container_running(p) else None
 
         try:
             answer = self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_COLLECTOR, running,
@@ -261,7 +260,7 @@ class JobRun:
         why = reasons.unschedulable(pod)
         if why and _age_seconds(pod) > self.cfg.scheduling_timeout_seconds:
             return Fail(f"Unschedulable: {why}")
-        cs = (pod.status.container_statuses or [None])[0] if pod.status else None
+        cs = reasons.container_status(pod)
         state = cs.state if cs is not None else None
         term = state.terminated if state is not None else None
         if term is not None or (pod.status and pod.status.phase in ("Failed", "Succeeded")):
@@ -437,7 +436,7 @@ class JobRun:
     def _terminated_pod(self, pod_name, wait_seconds: float = 15):
         """After release, the pod exits; its termination reason (OOMKilled) sharpens the message."""
         def ended(pod):
-            cs = (pod.status.container_statuses or [None])[0] if pod is not None and pod.status else None
+            cs = reasons.container_status(pod)
             return pod if pod is None or (cs is not None and cs.state.terminated) else None
         try:
             return self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_JOB, ended, wait_seconds)

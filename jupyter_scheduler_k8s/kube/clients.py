@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import websocket
 from kubernetes import client, config
+from kubernetes.client import V1DeleteOptions, V1Preconditions
+from kubernetes.client.rest import ApiException
 from urllib3.util.retry import Retry
 
 LOCAL_CONTEXT = re.compile(r"^(kind-|k3d-|minikube$|docker-desktop$|docker-for-desktop$|jsk8s-local$)")
@@ -21,6 +23,27 @@ IN_CLUSTER = "in-cluster"
 REQUEST_TIMEOUT = (10, 60)
 # Exec connections (websocket-client) take their timeout from the library's default.
 EXEC_TIMEOUT = 60
+
+
+def absent_on_404(call, *args, **kwargs):
+    """The call's answer, or None if the object is not there (never was, or gone)."""
+    try:
+        return call(*args, **kwargs)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def delete_exactly(delete, obj, namespace: str, grace_period_seconds: Optional[int] = 0,
+                   propagation_policy: str = "Background") -> None:
+    """Deletes `obj` by name with its uid as a precondition, so that nothing else that took the
+    name meanwhile is deleted; gone already is done. The options are all in the body: with a
+    body, the API server ignores the query's, and a Job deleted without a propagation policy
+    orphans its pods."""
+    absent_on_404(delete, obj.metadata.name, namespace, body=V1DeleteOptions(
+        preconditions=V1Preconditions(uid=obj.metadata.uid), grace_period_seconds=grace_period_seconds,
+        propagation_policy=propagation_policy))
 
 
 def api_retries() -> Retry:

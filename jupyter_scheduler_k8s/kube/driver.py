@@ -15,12 +15,12 @@ import logging
 import threading
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar
 
-from kubernetes.client import V1DeleteOptions, V1OwnerReference, V1Preconditions
+from kubernetes.client import V1OwnerReference
 from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, image_for
 from . import executor, manifests, names, reasons, transfer
-from .clients import Clients, pull_policy
+from .clients import Clients, absent_on_404, delete_exactly, pull_policy
 from .watch import LIST, TICK, WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,6 @@ T = TypeVar("T")
 
 class NotFound(Exception):
     """No such job, volume or pod for this owner (it never was, it is gone, or it is not theirs)."""
-
-
-def _absent_on_404(call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
 
 
 class KubeDriver:
@@ -98,32 +89,34 @@ class KubeDriver:
         pvc, k8s_job = self.build_objects(job, profile, timeout_seconds)
         # If the Job's create fails, the PVC stays for the next try; a job that fails for good
         # has both deleted by name.
-        self._remember("pvc", job.job_id, self._create(
+        self._remember("pvc", job.job_id, self.create_owned(
             self.clients.core.create_namespaced_persistent_volume_claim, pvc,
             self.clients.core.read_namespaced_persistent_volume_claim))
-        self._remember("job", job.job_id, self._create(
+        self._remember("job", job.job_id, self.create_owned(
             self.clients.batch.create_namespaced_job, k8s_job, self.clients.batch.read_namespaced_job))
 
-    def _create(self, create, body, read):
+    def create_owned(self, create, body, read):
+        """Creates `body`; if its name is taken by this owner's object (a retried create), that
+        object; if by another's, NotFound."""
         try:
             return create(self.namespace, body)
         except ApiException as e:
             if e.status != 409:
                 raise
-        existing = self._owned(_absent_on_404(read, body.metadata.name, self.namespace))
+        existing = self._owned(absent_on_404(read, body.metadata.name, self.namespace))
         if existing is None:
             raise NotFound(f"{body.metadata.name} belongs to another job")
         return existing
 
     def read_job(self, job_id: str):
         """The owner's Job, or None."""
-        job = _absent_on_404(self.clients.batch.read_namespaced_job, names.object_name(job_id), self.namespace)
+        job = absent_on_404(self.clients.batch.read_namespaced_job, names.object_name(job_id), self.namespace)
         return self._remember("job", job_id, self._owned(job))
 
     def read_volume(self, job_id: str):
         """The owner's PVC, or None."""
-        pvc = _absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
-                             names.object_name(job_id), self.namespace)
+        pvc = absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
+                            names.object_name(job_id), self.namespace)
         return self._remember("pvc", job_id, self._owned(pvc))
 
     def volume_exists(self, job_id: str) -> bool:
@@ -164,8 +157,7 @@ class KubeDriver:
             return
         method = (self.clients.batch.delete_namespaced_job if kind == "job"
                   else self.clients.core.delete_namespaced_persistent_volume_claim)
-        _absent_on_404(method, obj.metadata.name, self.namespace, body=_delete_options(
-            obj.metadata.uid, grace_period_seconds, propagation_policy))
+        delete_exactly(method, obj, self.namespace, grace_period_seconds, propagation_policy)
 
     # ---- the collector pod (outputs read from the PVC when the Job's pod is gone) -------------
     def start_collector(self, job, hold_seconds: int = 300) -> None:
@@ -194,10 +186,9 @@ class KubeDriver:
 
     def remove_collector(self, job_id: str) -> None:
         name = names.collector_name(job_id)
-        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        pod = absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
         if pod is not None and self.genuine(pod, job_id):
-            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace,
-                           body=_delete_options(pod.metadata.uid, 0, "Background"))
+            delete_exactly(self.clients.core.delete_namespaced_pod, pod, self.namespace)
 
     # ---- pods --------------------------------------------------------------------------------
     def genuine(self, pod, job_id: Optional[str] = None) -> bool:
@@ -250,7 +241,7 @@ class KubeDriver:
         with self._lock:
             if (job_id, pod_name) in self._genuine_job_pods:
                 return
-        pod = _absent_on_404(self.clients.core.read_namespaced_pod, pod_name, self.namespace)
+        pod = absent_on_404(self.clients.core.read_namespaced_pod, pod_name, self.namespace)
         if pod is None or (pod.metadata.labels or {}).get(names.LABEL_COMPONENT) != component \
                 or not self.genuine(pod, job_id):
             raise NotFound(f"pod {pod_name} is not a pod of job {job_id}")
@@ -293,13 +284,6 @@ class KubeDriver:
             return transfer.log_tail_bytes(response.stream(256 * 1024), limit)
         finally:
             response.release_conn()
-
-
-def _delete_options(uid: str, grace_period_seconds: Optional[int], propagation_policy: str) -> V1DeleteOptions:
-    """All in the body: with a body, the API server ignores the query's options, and a Job
-    deleted without a propagation policy orphans its pods."""
-    return V1DeleteOptions(preconditions=V1Preconditions(uid=uid), grace_period_seconds=grace_period_seconds,
-                           propagation_policy=propagation_policy)
 
 
 __all__ = ["KubeDriver", "NotFound", "WaitTimeout"]

@@ -48,7 +48,10 @@ def definition_name(definition_id: str) -> str:
     return "jsk8s-d-" + safe_slug(definition_id.lower(), CRONJOB_NAME_LIMIT - 8)
 
 
-def definition_collector_name(definition_id: str) -> str:
+def holder_name(definition_id: str) -> str:
+    """A definition's holder pod (its volume's files, read and written by exec). It is named,
+    and labelled COMPONENT_COLLECTOR, like a job's collector: both are a pod that holds a volume
+    (`jsk8s-executor hold`), and the clusters running this already have such pods."""
     return definition_name(definition_id) + "-collect"
 
 

@@ -21,14 +21,20 @@ def timed_out(timeout_seconds: int) -> str:
     return f"timed out after {timeout_seconds} s" if timeout_seconds else "timed out (activeDeadlineSeconds)"
 
 
-def _container_status(pod):
+def container_status(pod):
+    """The status of the pod's container (every pod the package makes has one), or None."""
     statuses = (pod.status.container_statuses or []) if pod and pod.status else []
     return statuses[0] if statuses else None
 
 
+def container_running(pod) -> bool:
+    cs = container_status(pod)
+    return cs is not None and cs.state is not None and cs.state.running is not None
+
+
 def image_problem(pod) -> Optional[str]:
     """A message if the pod cannot start its container (bad image, bad config), else None."""
-    cs = _container_status(pod)
+    cs = container_status(pod)
     waiting = cs.state.waiting if cs and cs.state else None
     if not waiting or waiting.reason not in FATAL_WAITING:
         return None
@@ -82,7 +88,7 @@ def terminated_problem(pod, timeout_seconds: int = 0) -> Optional[str]:
     disrupted = disruption(pod)
     if disrupted:
         return disrupted
-    cs = _container_status(pod)
+    cs = container_status(pod)
     term = cs.state.terminated if cs and cs.state else None
     if term is None and cs is not None and cs.last_state is not None:
         term = cs.last_state.terminated
@@ -114,7 +120,7 @@ def result_problem(result: Optional[dict], pod=None) -> Optional[str]:
         return None
     error = result.get("error") or {}
     message = error.get("message") or f"{error.get('ename', 'Error')}: {error.get('evalue', '')}"
-    cs = _container_status(pod)
+    cs = container_status(pod)
     term = cs.state.terminated if cs and cs.state else None
     if term is not None and term.reason == "OOMKilled":
         limit = memory_limit(pod)

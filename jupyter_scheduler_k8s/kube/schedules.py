@@ -15,8 +15,8 @@ from kubernetes.client.rest import ApiException
 
 from ..config import image_for
 from . import executor, manifests, names, reasons, transfer
-from .clients import pull_policy
-from .driver import KubeDriver, NotFound, _absent_on_404, _delete_options
+from .clients import absent_on_404, delete_exactly, pull_policy
+from .driver import KubeDriver, NotFound
 from .watch import WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,11 @@ class KubeSchedules:
         name = names.definition_name(definition.definition_id)
         pvc = manifests.make_pvc(name, self.namespace, self._labels(definition, names.COMPONENT_SCHEDULE),
                                  self._annotations(definition), self.cfg.storage_size, self.cfg.storage_class)
-        self.driver._create(self.clients.core.create_namespaced_persistent_volume_claim, pvc,
-                            self.clients.core.read_namespaced_persistent_volume_claim)
+        self.driver.create_owned(self.clients.core.create_namespaced_persistent_volume_claim, pvc,
+                                 self.clients.core.read_namespaced_persistent_volume_claim)
         try:
-            self.driver._create(self.clients.batch.create_namespaced_cron_job, cronjob,
-                                self.clients.batch.read_namespaced_cron_job)
+            self.driver.create_owned(self.clients.batch.create_namespaced_cron_job, cronjob,
+                                     self.clients.batch.read_namespaced_cron_job)
         except ApiException as e:
             raise self._refused(e) from None
 
@@ -131,26 +131,24 @@ class KubeSchedules:
         return e
 
     def read_cronjob(self, definition_id: str):
-        cronjob = _absent_on_404(self.clients.batch.read_namespaced_cron_job,
-                                 names.definition_name(definition_id), self.namespace)
+        cronjob = absent_on_404(self.clients.batch.read_namespaced_cron_job,
+                                names.definition_name(definition_id), self.namespace)
         return cronjob if cronjob is not None and self.driver.owns(cronjob) else None
 
     def read_volume(self, definition_id: str):
-        pvc = _absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
-                             names.definition_name(definition_id), self.namespace)
+        pvc = absent_on_404(self.clients.core.read_namespaced_persistent_volume_claim,
+                            names.definition_name(definition_id), self.namespace)
         return pvc if pvc is not None and self.driver.owns(pvc) else None
 
     def delete(self, definition_id: str) -> None:
         """The CronJob (its Jobs and pods go with it), the holder pod and the volume. Safe to repeat."""
         cronjob = self.read_cronjob(definition_id)
         if cronjob is not None:
-            _absent_on_404(self.clients.batch.delete_namespaced_cron_job, cronjob.metadata.name, self.namespace,
-                           body=_delete_options(cronjob.metadata.uid, 0, "Background"))
+            delete_exactly(self.clients.batch.delete_namespaced_cron_job, cronjob, self.namespace)
         self.remove_holder(definition_id)
         pvc = self.read_volume(definition_id)
         if pvc is not None:
-            _absent_on_404(self.clients.core.delete_namespaced_persistent_volume_claim, pvc.metadata.name,
-                           self.namespace, body=_delete_options(pvc.metadata.uid, 0, "Background"))
+            delete_exactly(self.clients.core.delete_namespaced_persistent_volume_claim, pvc, self.namespace)
 
     # ---- runs ------------------------------------------------------------------------------------
     def run_now(self, definition_id: str, parameters: Optional[dict] = None):
@@ -186,7 +184,7 @@ class KubeSchedules:
 
     def read_run(self, definition_id: str, run_name: str):
         """The owner's run Job of that name, made by the definition's CronJob; or None."""
-        job = _absent_on_404(self.clients.batch.read_namespaced_job, run_name, self.namespace)
+        job = absent_on_404(self.clients.batch.read_namespaced_job, run_name, self.namespace)
         cronjob = self.read_cronjob(definition_id) if job is not None and self.driver.owns(job) else None
         if cronjob is None or not any(ref.uid == cronjob.metadata.uid for ref in job.metadata.owner_references or []):
             return None
@@ -205,8 +203,7 @@ class KubeSchedules:
         """Deletes the run's Job (its pod gets SIGTERM). Gone already is done."""
         job = self.read_run(definition_id, run_name)
         if job is not None:
-            _absent_on_404(self.clients.batch.delete_namespaced_job, job.metadata.name, self.namespace,
-                           body=_delete_options(job.metadata.uid, 0, "Background"))
+            delete_exactly(self.clients.batch.delete_namespaced_job, job, self.namespace)
 
     # ---- the holder pod: the volume's files, read and written by exec ---------------------------
     def create_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600):
@@ -215,7 +212,7 @@ class KubeSchedules:
         pvc = self.read_volume(definition_id)
         if pvc is None:
             raise NotFound(f"the volume of job definition {definition_id} is gone")
-        name = names.definition_collector_name(definition_id)
+        name = names.holder_name(definition_id)
         self.driver.create_pod_on_volume(
             name, pvc, names.definition_labels(definition_id, names.COMPONENT_COLLECTOR, self.owner,
                                                extra=self.cfg.extra_labels),
@@ -223,7 +220,7 @@ class KubeSchedules:
         return name, pvc.metadata.uid
 
     def read_pod(self, name: str):
-        return _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        return absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
 
     def start_holder(self, definition_id: str, environment: Optional[str] = None, hold_seconds: int = 600) -> str:
         """create_holder, then waits (a watch) until the pod runs; returns its name."""
@@ -242,8 +239,8 @@ class KubeSchedules:
     def holder(self, definition_id: str) -> str:
         """The name of the definition's running holder pod, checked: its controller is the
         definition's volume, by uid. NotFound otherwise."""
-        name = names.definition_collector_name(definition_id)
-        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        name = names.holder_name(definition_id)
+        pod = absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
         pvc = self.read_volume(definition_id)
         if pod is None or pvc is None or not self.driver.owns(pod) or not any(
                 ref.uid == pvc.metadata.uid for ref in pod.metadata.owner_references or []):
@@ -251,11 +248,10 @@ class KubeSchedules:
         return name
 
     def remove_holder(self, definition_id: str) -> None:
-        name = names.definition_collector_name(definition_id)
-        pod = _absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
+        name = names.holder_name(definition_id)
+        pod = absent_on_404(self.clients.core.read_namespaced_pod, name, self.namespace)
         if pod is not None and self.driver.owns(pod):
-            _absent_on_404(self.clients.core.delete_namespaced_pod, name, self.namespace,
-                           body=_delete_options(pod.metadata.uid, 0, "Background"))
+            delete_exactly(self.clients.core.delete_namespaced_pod, pod, self.namespace)
 
     def snapshot(self, definition_id: str, environment: Optional[str], root: str, files: Iterable[str]) -> None:
         """Sends the inputs as the definition's new snapshot (runs already started keep theirs)."""
@@ -291,8 +287,7 @@ def holder_state(pod, name: str, volume_uid: str):
     problem = reasons.image_problem(pod) or reasons.terminated_problem(pod)
     if problem:
         return ScheduleError(f"could not start the pod on the definition's volume: {problem}")
-    cs = (pod.status.container_statuses or [None])[0] if pod.status else None
-    return name if cs is not None and cs.state.running else None
+    return name if reasons.container_running(pod) else None
 
 
 def input_files(root: str, package_input_folder: bool, input_file: str) -> List[str]:
