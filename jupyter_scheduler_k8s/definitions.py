@@ -24,7 +24,7 @@ from .config import UnknownProfileError, resolve_profile
 from .extension import InvalidRequest
 from .jobs.lifecycle import LOG_FORMAT, Outcome, is_transient
 from .kube import names, reasons, transfer
-from .kube.driver import NotFound
+from .kube.base import NotFound
 from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 from .modes import make_schedules
 

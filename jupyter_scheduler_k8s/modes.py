@@ -1,15 +1,16 @@
 """Direct or hub mode: the one place that picks how the server reaches Kubernetes. Direct, the
-server's own credentials (driver.KubeDriver); in hub mode (K8sConfig.gateway_url), the jobs
-gateway's client, which acts the same through the gateway."""
+server's own credentials (kube/driver.py KubeDriver); in hub mode (K8sConfig.gateway_url), the jobs
+gateway's client, which acts the same through the gateway. Both fill in kube/base.py's contracts."""
 
 from .config import K8sConfig
 from .gateway.client import GatewayDriver, GatewaySchedules
+from .kube.base import Driver, Schedules
 from .kube.clients import Clients
 from .kube.driver import KubeDriver
 from .kube.schedules import KubeSchedules
 
 
-def make_driver(cfg: K8sConfig):
+def make_driver(cfg: K8sConfig) -> Driver:
     """The driver the configuration asks for: the jobs gateway's client in hub mode
     (K8sConfig.gateway_url), else the Kubernetes API with the configured credentials."""
     if cfg.gateway_url:
@@ -20,7 +21,7 @@ def make_driver(cfg: K8sConfig):
     return KubeDriver(cfg, Clients(cfg.kubeconfig, cfg.context))
 
 
-def make_schedules(driver):
+def make_schedules(driver: Driver) -> Schedules:
     """Schedules through the same way as the driver: the jobs gateway's client in hub mode."""
     if isinstance(driver, KubeDriver):
         return KubeSchedules(driver)

@@ -16,7 +16,8 @@ from tornado.ioloop import IOLoop
 
 from ..config import UnknownProfileError
 from ..kube import names, transfer
-from ..kube.driver import KubeDriver, NotFound
+from ..kube.base import NotFound
+from ..kube.driver import KubeDriver
 from ..kube.reasons import describe_error
 from ..kube.schedules import ScheduleError
 from . import wire

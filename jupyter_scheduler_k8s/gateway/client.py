@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Optional, Tuple, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 import urllib3
@@ -21,16 +21,15 @@ import urllib3
 from ..jobs.lifecycle import JobFailed
 from ..kube import names, transfer
 from ..kube.clients import REQUEST_TIMEOUT, api_retries
-from ..kube.driver import NotFound
-from ..kube.watch import LIST, TICK, WaitTimeout, first_answer
+from ..kube.base import Driver, NotFound, Schedules
+from ..kube.watch import LIST, TICK, WaitTimeout
 from . import wire
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _CHUNK = 256 * 1024
 
 
-class GatewayDriver:
+class GatewayDriver(Driver):
     def __init__(self, url: str, token: str, ca_file: Optional[str] = None):
         self.base = url.rstrip("/") + "/" + wire.API_PREFIX
         self.headers = {"Authorization": f"token {token}"}
@@ -133,10 +132,6 @@ class GatewayDriver:
                 backoff = min(backoff * 2, 10)
                 yield TICK, None  # callers' deadlines hold while the gateway is away
 
-    def wait_for_pod(self, job_id: str, component: str, decide: Callable[[Optional[object]], Optional[T]],
-                     timeout: float, tick: float = 5) -> T:
-        return first_answer(self.pod_events(job_id, component, min(tick, max(timeout, 1))), decide, timeout)
-
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
         self._upload(f"jobs/{job_id}/pods/{quote(pod_name)}/input", root, files)
@@ -177,7 +172,7 @@ class GatewayDriver:
         return response.data, int(response.headers.get("X-Jsk8s-Cut") or 0)
 
 
-class GatewaySchedules:
+class GatewaySchedules(Schedules):
     """schedules.KubeSchedules's methods, asked of the jobs gateway (gateway/schedules.py)."""
 
     def __init__(self, driver: GatewayDriver):

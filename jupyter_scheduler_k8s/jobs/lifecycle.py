@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, UnknownProfileError, resolve_profile
 from ..kube import names, reasons, transfer
-from ..kube.driver import NotFound
+from ..kube.base import Driver, NotFound
 from ..kube.safe_tar import UnsafeOutputError
 from ..kube.watch import WaitTimeout
 
@@ -141,10 +141,10 @@ def retry_transient(fn, *args):
 
 
 class JobRun:
-    """One job's lifecycle. `driver` does what the steps ask of Kubernetes: a driver.KubeDriver
+    """One job's lifecycle. `driver` does what the steps ask of Kubernetes (kube/base.py): a KubeDriver
     in direct mode, the gateway's client in hub mode."""
 
-    def __init__(self, job: NotebookJob, cfg: K8sConfig, driver,
+    def __init__(self, job: NotebookJob, cfg: K8sConfig, driver: Driver,
                  on_phase: Callable[[str], None] = lambda phase: None):
         self.job, self.cfg, self.driver, self.on_phase = job, cfg, driver, on_phase
         self.namespace = cfg.namespace

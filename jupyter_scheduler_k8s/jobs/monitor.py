@@ -15,6 +15,7 @@ from typing import Callable, Dict
 from kubernetes.client.rest import ApiException
 
 from ..kube import names
+from ..kube.base import Driver
 from ..kube.reasons import describe_error
 from ..kube.transfer import CommandFailed
 from ..kube.watch import LIST, TICK
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class JobMonitor:
-    def __init__(self, driver, on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
+    def __init__(self, driver: Driver, on_outcome: Callable[[JobRun, Outcome], None], workers: int = 4, tick: float = 5):
         self.driver, self.on_outcome, self.tick = driver, on_outcome, tick
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="jsk8s-job")
         self.runs: Dict[str, JobRun] = {}

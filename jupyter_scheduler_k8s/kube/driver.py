@@ -13,25 +13,21 @@ who can create a pod.
 """
 import logging
 import threading
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from kubernetes.client import V1OwnerReference
 from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, image_for
 from . import executor, manifests, names, reasons, transfer
+from .base import Driver, NotFound
 from .clients import Clients, absent_on_404, delete_exactly, pull_policy
-from .watch import LIST, TICK, WaitTimeout, first_answer, pod_events
+from .watch import LIST, TICK, WaitTimeout, pod_events
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
-class NotFound(Exception):
-    """No such job, volume or pod for this owner (it never was, it is gone, or it is not theirs)."""
-
-
-class KubeDriver:
+class KubeDriver(Driver):
     def __init__(self, cfg: K8sConfig, clients: Clients, owner: Optional[str] = None):
         self.cfg, self.clients = cfg, clients
         self.namespace = cfg.namespace
@@ -229,11 +225,6 @@ class KubeDriver:
             log.warning("could not check pod %s: %s", pod.metadata.name, reasons.describe_error(e))
             return False
 
-    def wait_for_pod(self, job_id: str, component: str, decide: Callable[[Optional[object]], Optional[T]],
-                     timeout: float, tick: float = 5) -> T:
-        """decide(pod or None) on every change of the job's pod, until it returns an answer."""
-        return first_answer(self.pod_events(job_id, component, min(tick, max(timeout, 1))), decide, timeout)
-
     def check_pod(self, job_id: str, pod_name: str, component: str = names.COMPONENT_JOB) -> None:
         """NotFound unless the named pod is genuinely the job's. A job pod found genuine is
         remembered (its name has a random suffix and a Job never makes two; the collector's
@@ -286,4 +277,4 @@ class KubeDriver:
             response.release_conn()
 
 
-__all__ = ["KubeDriver", "NotFound", "WaitTimeout"]
+__all__ = ["KubeDriver", "WaitTimeout"]

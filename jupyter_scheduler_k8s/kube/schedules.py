@@ -16,7 +16,8 @@ from kubernetes.client.rest import ApiException
 from ..config import image_for
 from . import executor, manifests, names, reasons, transfer
 from .clients import absent_on_404, delete_exactly, pull_policy
-from .driver import KubeDriver, NotFound
+from .base import NotFound, Schedules
+from .driver import KubeDriver
 from .watch import WaitTimeout, first_answer, pod_events
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def is_finished(job) -> bool:
         c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or [])))
 
 
-class KubeSchedules:
+class KubeSchedules(Schedules):
     def __init__(self, driver: KubeDriver):
         self.driver, self.cfg, self.clients = driver, driver.cfg, driver.clients
         self.namespace, self.owner = driver.namespace, driver.owner

@@ -11,7 +11,7 @@ from traitlets.config import Config
 from jupyter_scheduler_k8s.kube import transfer
 from jupyter_scheduler_k8s.gateway import wire
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
-from jupyter_scheduler_k8s.kube.driver import NotFound
+from jupyter_scheduler_k8s.kube.base import NotFound
 from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
 from jupyter_scheduler_k8s.gateway.base import _Limits, _refusal
 from jupyter_scheduler_k8s.gateway.jobs import _job_from_request

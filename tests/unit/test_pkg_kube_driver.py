@@ -10,7 +10,8 @@ from traitlets.config import Config
 
 from jupyter_scheduler_k8s.kube import names
 from jupyter_scheduler_k8s.config import K8sConfig
-from jupyter_scheduler_k8s.kube.driver import KubeDriver, NotFound
+from jupyter_scheduler_k8s.kube.base import NotFound
+from jupyter_scheduler_k8s.kube.driver import KubeDriver
 
 from .data_pkg import helpers as h
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)

@@ -140,7 +140,7 @@ def test_a_run_is_alices_alone_and_only_through_the_definition_that_made_it():
 
 
 def test_the_holder_is_alices_alone_and_must_be_owned_by_her_volume():
-    from jupyter_scheduler_k8s.kube.driver import NotFound
+    from jupyter_scheduler_k8s.kube.base import NotFound
     from .data_pkg.recorded import DEFINITION_ID as MINE, recorded
     volume, holder = recorded("definition-volume"), recorded("definition-holder-pod")
     assert _schedules("alice", volume, holder).holder(MINE) == holder.metadata.name
