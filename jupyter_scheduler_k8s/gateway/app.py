@@ -121,8 +121,8 @@ class Gateway:
         return self._permissions[1]
 
     def app(self) -> web.Application:
-        p = self.config_prefix + wire.API_PREFIX
-        routes = jobs.routes(p) + schedules.routes(p)
+        prefix = self.config_prefix + wire.API_PREFIX
+        routes = [(prefix + wire.route(path), handler) for path, handler in {**jobs.ROUTES, **schedules.ROUTES}.items()]
         return web.Application(routes, gateway=self, hub_auth=self.hub_auth)
 
     def http_server(self) -> HTTPServer:

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional, Tuple
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import urllib3
 
@@ -66,38 +66,38 @@ class GatewayDriver(Driver):
         return json.loads(response.data or b"null") if response.status != 204 else None
 
     def whoami(self) -> dict:
-        return self._json("GET", "whoami")
+        return self._json("GET", wire.WHOAMI)
 
     # ---- objects -----------------------------------------------------------------------------
     def create(self, job, profile: dict, timeout_seconds: int) -> None:
         """The gateway resolves the profile by name, from its own configuration."""
-        self._json("PUT", f"jobs/{job.job_id}", body={"job": {
+        self._json("PUT", wire.path(wire.JOB, job_id=job.job_id), body={"job": {
             "input_file": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
             "job_name": job.job_name, "compute_type": job.compute_type, "environment": job.environment}})
 
     # A job the gateway does not know (gone, or never this user's) is a 404: absent, for these.
     def read_job(self, job_id: str):
-        return _absent(lambda: wire.from_json(self._json("GET", f"jobs/{job_id}")["job"], "V1Job"))
+        return _absent(lambda: wire.from_json(self._json("GET", wire.path(wire.JOB, job_id=job_id))["job"], "V1Job"))
 
     def volume_exists(self, job_id: str) -> bool:
-        return bool(_absent(lambda: self._json("GET", f"jobs/{job_id}/volume")["exists"]))
+        return bool(_absent(lambda: self._json("GET", wire.path(wire.JOB_VOLUME, job_id=job_id))["exists"]))
 
     def warning_event(self, job_id: str) -> Optional[str]:
-        return _absent(lambda: self._json("GET", f"jobs/{job_id}/warning")["warning"])
+        return _absent(lambda: self._json("GET", wire.path(wire.JOB_WARNING, job_id=job_id))["warning"])
 
     def stop(self, job_id: str) -> None:
-        _absent(lambda: self._json("POST", f"jobs/{job_id}/stop"))
+        _absent(lambda: self._json("POST", wire.path(wire.JOB_STOP, job_id=job_id)))
 
     def delete(self, job_id: str, keep_volume: bool = False, collector: bool = True) -> None:
-        _absent(lambda: self._json("DELETE", f"jobs/{job_id}", query={
+        _absent(lambda: self._json("DELETE", wire.path(wire.JOB, job_id=job_id), query={
             "keep_volume": "1" if keep_volume else "0", "collector": "1" if collector else "0"}))
 
     def start_collector(self, job, hold_seconds: int = 300) -> None:
-        self._json("POST", f"jobs/{job.job_id}/collector",
+        self._json("POST", wire.path(wire.JOB_COLLECTOR, job_id=job.job_id),
                    body={"environment": job.environment, "job_name": job.job_name})
 
     def remove_collector(self, job_id: str) -> None:
-        _absent(lambda: self._json("DELETE", f"jobs/{job_id}/collector"))
+        _absent(lambda: self._json("DELETE", wire.path(wire.JOB_COLLECTOR, job_id=job_id)))
 
     # ---- pods --------------------------------------------------------------------------------
     def pod_events(self, job_id: Optional[str] = None, component: str = names.COMPONENT_JOB,
@@ -107,7 +107,7 @@ class GatewayDriver(Driver):
         backoff = 0.5
         while not stopped():
             try:
-                response = self._request("GET", "pods", query={"job_id": job_id, "component": component,
+                response = self._request("GET", wire.PODS, query={"job_id": job_id, "component": component,
                                                                 "tick": str(tick)},
                                          stream=True, timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0],
                                                                               read=max(60, 3 * tick)))
@@ -134,7 +134,7 @@ class GatewayDriver(Driver):
 
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
-        self._upload(f"jobs/{job_id}/pods/{quote(pod_name)}/input", root, files)
+        self._upload(wire.path(wire.POD_INPUT, job_id=job_id, pod=pod_name), root, files)
 
     def _upload(self, path: str, root: str, files: Iterable[str]) -> None:
         """A tar of the files, made as it is sent (a thread writes it into a bounded queue)."""
@@ -149,7 +149,7 @@ class GatewayDriver(Driver):
             chunks.close()
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
-        return self._download(f"jobs/{job_id}/pods/{quote(pod_name)}/output", {"component": component}, dest,
+        return self._download(wire.path(wire.POD_OUTPUT, job_id=job_id, pod=pod_name), {"component": component}, dest,
                               size_limit, f"pod {pod_name}")
 
     def _download(self, path: str, query: dict, dest: str, size_limit: int, what: str):
@@ -162,11 +162,12 @@ class GatewayDriver(Driver):
             response.release_conn()
 
     def release(self, job_id: str, pod_name: str, component: str) -> None:
-        self._json("POST", f"jobs/{job_id}/pods/{quote(pod_name)}/release", query={"component": component})
+        self._json("POST", wire.path(wire.POD_RELEASE, job_id=job_id, pod=pod_name), query={"component": component})
 
     def log_tail(self, job_id: str, pod_name: str, limit: int) -> Optional[Tuple[bytes, int]]:
         try:
-            response = self._request("GET", f"jobs/{job_id}/pods/{quote(pod_name)}/log", query={"limit": str(limit)})
+            response = self._request("GET", wire.path(wire.POD_LOG, job_id=job_id, pod=pod_name),
+                                     query={"limit": str(limit)})
         except NotFound:
             return None
         return response.data, int(response.headers.get("X-Jsk8s-Cut") or 0)
@@ -191,47 +192,49 @@ class GatewaySchedules(Schedules):
 
     def create(self, definition, profile: dict) -> None:
         """The gateway resolves the profile by name, from its own configuration."""
-        self._json("PUT", f"definitions/{definition.definition_id}", body=self._body(definition))
+        self._json("PUT", wire.path(wire.DEFINITION, definition_id=definition.definition_id), body=self._body(definition))
 
     def update(self, definition, profile: dict) -> None:
-        self._json("PATCH", f"definitions/{definition.definition_id}", body=self._body(definition))
+        self._json("PATCH", wire.path(wire.DEFINITION, definition_id=definition.definition_id), body=self._body(definition))
 
     def delete(self, definition_id: str) -> None:
-        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}"))
+        _absent(lambda: self._json("DELETE", wire.path(wire.DEFINITION, definition_id=definition_id)))
 
     def run_now(self, definition_id: str, parameters: Optional[dict] = None):
-        answer = self._json("POST", f"definitions/{definition_id}/runs", body={"parameters": parameters})
+        answer = self._json("POST", wire.path(wire.RUN_NOW, definition_id=definition_id), body={"parameters": parameters})
         return wire.from_json(answer["job"], "V1Job")
 
     def list_runs(self, definition_id: str = "") -> list:
-        answer = self._json("GET", "runs", query={"definition_id": definition_id or None})
+        answer = self._json("GET", wire.RUNS, query={"definition_id": definition_id or None})
         return [wire.from_json(job, "V1Job") for job in answer["jobs"]]
 
     def run_pod(self, definition_id: str, run_name: str):
-        return wire.from_json(self._json("GET", f"definitions/{definition_id}/runs/{run_name}/pod")["pod"], "V1Pod")
+        answer = self._json("GET", wire.path(wire.RUN_POD, definition_id=definition_id, run=run_name))
+        return wire.from_json(answer["pod"], "V1Pod")
 
     def delete_run(self, definition_id: str, run_name: str) -> None:
-        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}/runs/{run_name}"))
+        _absent(lambda: self._json("DELETE", wire.path(wire.RUN, definition_id=definition_id, run=run_name)))
 
     def start_holder(self, definition_id: str, environment: Optional[str] = None) -> str:
-        return self._json("POST", f"definitions/{definition_id}/holder", body={"environment": environment})["pod"]
+        answer = self._json("POST", wire.path(wire.HOLDER, definition_id=definition_id), body={"environment": environment})
+        return answer["pod"]
 
     def remove_holder(self, definition_id: str) -> None:
-        _absent(lambda: self._json("DELETE", f"definitions/{definition_id}/holder"))
+        _absent(lambda: self._json("DELETE", wire.path(wire.HOLDER, definition_id=definition_id)))
 
     def snapshot(self, definition_id: str, environment: Optional[str], root: str, files: Iterable[str]) -> None:
         self.start_holder(definition_id, environment)
         try:
-            self.gateway._upload(f"definitions/{definition_id}/snapshot", root, files)
+            self.gateway._upload(wire.path(wire.SNAPSHOT, definition_id=definition_id), root, files)
         finally:
             self.remove_holder(definition_id)
 
     def receive_run(self, definition_id: str, run_name: str, dest: str, size_limit: int):
-        return self.gateway._download(f"definitions/{definition_id}/runs/{run_name}/output", {}, dest, size_limit,
-                                      f"run {run_name}")
+        return self.gateway._download(wire.path(wire.RUN_OUTPUT, definition_id=definition_id, run=run_name), {}, dest,
+                                      size_limit, f"run {run_name}")
 
     def forget_run(self, definition_id: str, run_name: str) -> None:
-        self._json("POST", f"definitions/{definition_id}/runs/{run_name}/forget")
+        self._json("POST", wire.path(wire.RUN_FORGET, definition_id=definition_id, run=run_name))
 
 
 def _absent(call):

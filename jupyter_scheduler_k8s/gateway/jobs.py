@@ -155,13 +155,9 @@ class Release(BaseHandler):
         self.send_json({"released": True})
 
 
-def routes(prefix: str) -> list:
-    job, pod = r"([^/]+)", r"([^/]+)"
-    return [
-        (prefix + "health", Health), (prefix + "ready", Ready), (prefix + "openapi.json", OpenAPI),
-        (prefix + "whoami", WhoAmI), (prefix + "pods", Pods),
-        (prefix + f"jobs/{job}", Job), (prefix + f"jobs/{job}/volume", Volume), (prefix + f"jobs/{job}/warning", Warning),
-        (prefix + f"jobs/{job}/stop", Stop), (prefix + f"jobs/{job}/collector", Collector),
-        (prefix + f"jobs/{job}/pods/{pod}/input", Input), (prefix + f"jobs/{job}/pods/{pod}/output", Output),
-        (prefix + f"jobs/{job}/pods/{pod}/release", Release), (prefix + f"jobs/{job}/pods/{pod}/log", Log),
-    ]
+ROUTES = {
+    wire.HEALTH: Health, wire.READY: Ready, wire.OPENAPI: OpenAPI, wire.WHOAMI: WhoAmI, wire.PODS: Pods,
+    wire.JOB: Job, wire.JOB_VOLUME: Volume, wire.JOB_WARNING: Warning, wire.JOB_STOP: Stop,
+    wire.JOB_COLLECTOR: Collector, wire.POD_INPUT: Input, wire.POD_OUTPUT: Output, wire.POD_RELEASE: Release,
+    wire.POD_LOG: Log,
+}

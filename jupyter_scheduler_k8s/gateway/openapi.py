@@ -28,34 +28,34 @@ def openapi(prefix: str) -> dict:
             "description": "`token <JupyterHub API token>` (a user server's JUPYTERHUB_API_TOKEN)"}}},
         "security": [{"hubToken": []}],
         "paths": {
-            base + "health": {"get": {**op("liveness: the gateway answers"), "security": []}},
-            base + "ready": {"get": {**op("readiness: 503 while all its threads for Kubernetes calls are busy",
-                                          extra={"503": {"description": "busy"}}), "security": []}},
-            base + "openapi.json": {"get": {**op("this document"), "security": []}},
-            base + "whoami": {"get": op("the user the token belongs to")},
-            base + "pods": {"get": op("the user's pod events, as JSON lines", params=[
+            base + wire.HEALTH: {"get": {**op("liveness: the gateway answers"), "security": []}},
+            base + wire.READY: {"get": {**op("readiness: 503 while all its threads for Kubernetes calls are busy",
+                                             extra={"503": {"description": "busy"}}), "security": []}},
+            base + wire.OPENAPI: {"get": {**op("this document"), "security": []}},
+            base + wire.WHOAMI: {"get": op("the user the token belongs to")},
+            base + wire.PODS: {"get": op("the user's pod events, as JSON lines", params=[
                 {"name": "job_id", "in": "query", "schema": {"type": "string"}}, component,
                 {"name": "tick", "in": "query", "schema": {"type": "number"}}])},
-            base + "jobs/{job_id}": {
+            base + wire.JOB: {
                 "put": op("create the job's PVC and Job", "201", {"400": {"description": "invalid job or profile"},
                                                                   "409": {"description": "taken"}}, [job]),
                 "get": op("the job's Kubernetes Job (null if none)", params=[job]),
                 "delete": op("delete the job's objects", "204", params=[job, {
                     "name": "keep_volume", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}])},
-            base + "jobs/{job_id}/volume": {"get": op("whether the job's PVC exists", params=[job])},
-            base + "jobs/{job_id}/warning": {"get": op("the newest warning event about the Job", params=[job])},
-            base + "jobs/{job_id}/stop": {"post": op("delete the Job gracefully, keeping its PVC", params=[job])},
-            base + "jobs/{job_id}/collector": {"post": op("start a collector pod on the PVC", "201", params=[job]),
-                                               "delete": op("remove the collector pod", "204", params=[job])},
-            base + "jobs/{job_id}/pods/{pod}/input": {"put": op(
+            base + wire.JOB_VOLUME: {"get": op("whether the job's PVC exists", params=[job])},
+            base + wire.JOB_WARNING: {"get": op("the newest warning event about the Job", params=[job])},
+            base + wire.JOB_STOP: {"post": op("delete the Job gracefully, keeping its PVC", params=[job])},
+            base + wire.JOB_COLLECTOR: {"post": op("start a collector pod on the PVC", "201", params=[job]),
+                                        "delete": op("remove the collector pod", "204", params=[job])},
+            base + wire.POD_INPUT: {"put": op(
                 "stream a tar of the inputs into the pod", extra={"413": {"description": "too large"},
                                                                   "422": {"description": "stage-in failed"}},
                 params=[job, pod])},
-            base + "jobs/{job_id}/pods/{pod}/output": {"get": op(
+            base + wire.POD_OUTPUT: {"get": op(
                 "the pod's stage-out tar stream", extra={"422": {"description": "stage-out failed"}},
                 params=[job, pod, component])},
-            base + "jobs/{job_id}/pods/{pod}/release": {"post": op("let the pod exit", params=[job, pod, component])},
-            base + "jobs/{job_id}/pods/{pod}/log": {"get": op("the end of the pod's log", params=[job, pod, {
+            base + wire.POD_RELEASE: {"post": op("let the pod exit", params=[job, pod, component])},
+            base + wire.POD_LOG: {"get": op("the end of the pod's log", params=[job, pod, {
                 "name": "limit", "in": "query", "schema": {"type": "integer"}}])},
             **schedule_paths(base, op),
         },
@@ -68,24 +68,22 @@ def schedule_paths(base: str, op) -> dict:
     run = {"name": "run", "in": "path", "required": True, "schema": {"type": "string"}}
     refused = {"400": {"description": "invalid definition, schedule, time zone or profile"}}
     return {
-        base + "runs": {"get": op("the user's runs of job definitions (Jobs)", params=[
+        base + wire.RUNS: {"get": op("the user's runs of job definitions (Jobs)", params=[
             {"name": "definition_id", "in": "query", "schema": {"type": "string"}}])},
-        base + "definitions/{definition_id}": {
+        base + wire.DEFINITION: {
             "put": op("create the definition's volume and CronJob (suspended)", "201", refused, [d]),
             "patch": op("update the CronJob (schedule, time zone, pause, template)", extra=refused, params=[d]),
             "delete": op("delete the CronJob, its runs and its volume", "204", params=[d])},
-        base + "definitions/{definition_id}/runs": {"post": op("run now: a Job from the CronJob's template", "201",
-                                                               params=[d])},
-        base + "definitions/{definition_id}/runs/{run}": {"delete": op("delete the run's Job", "204", params=[d, run])},
-        base + "definitions/{definition_id}/runs/{run}/pod": {"get": op("the run's pod (null if gone)", params=[d, run])},
-        base + "definitions/{definition_id}/runs/{run}/forget": {"post": op("remove an imported run's files",
-                                                                            params=[d, run])},
-        base + "definitions/{definition_id}/runs/{run}/output": {"get": op(
+        base + wire.RUN_NOW: {"post": op("run now: a Job from the CronJob's template", "201", params=[d])},
+        base + wire.RUN: {"delete": op("delete the run's Job", "204", params=[d, run])},
+        base + wire.RUN_POD: {"get": op("the run's pod (null if gone)", params=[d, run])},
+        base + wire.RUN_FORGET: {"post": op("remove an imported run's files", params=[d, run])},
+        base + wire.RUN_OUTPUT: {"get": op(
             "the run's stage-out tar stream", extra={"422": {"description": "stage-out failed"}}, params=[d, run])},
-        base + "definitions/{definition_id}/holder": {
+        base + wire.HOLDER: {
             "post": op("start the pod on the definition's volume", "201", params=[d]),
             "delete": op("remove it", "204", params=[d])},
-        base + "definitions/{definition_id}/snapshot": {"put": op(
+        base + wire.SNAPSHOT: {"put": op(
             "stream a tar of the inputs as the new snapshot (the holder must run)",
             extra={"413": {"description": "too large"}}, params=[d])},
     }

@@ -200,16 +200,8 @@ class RunOutput(Output):
         return pod, executor.stage_out(run)
 
 
-def routes(prefix: str) -> list:
-    d, r = r"([^/]+)", r"([^/]+)"
-    return [
-        (prefix + "runs", Runs),
-        (prefix + f"definitions/{d}", DefinitionHandler),
-        (prefix + f"definitions/{d}/runs", RunNow),
-        (prefix + f"definitions/{d}/runs/{r}", Run),
-        (prefix + f"definitions/{d}/runs/{r}/pod", RunPod),
-        (prefix + f"definitions/{d}/runs/{r}/forget", ForgetRun),
-        (prefix + f"definitions/{d}/runs/{r}/output", RunOutput),
-        (prefix + f"definitions/{d}/holder", Holder),
-        (prefix + f"definitions/{d}/snapshot", Snapshot),
-    ]
+ROUTES = {
+    wire.RUNS: Runs, wire.DEFINITION: DefinitionHandler, wire.RUN_NOW: RunNow, wire.RUN: Run,
+    wire.RUN_POD: RunPod, wire.RUN_FORGET: ForgetRun, wire.RUN_OUTPUT: RunOutput, wire.HOLDER: Holder,
+    wire.SNAPSHOT: Snapshot,
+}

@@ -6,10 +6,37 @@ import inspect
 import json
 import re
 from typing import Optional
+from urllib.parse import quote
 
 from kubernetes.client import ApiClient
 
 API_PREFIX = "api/v1/"
+
+# The API's paths under API_PREFIX, parameters in braces (OpenAPI's form), written once: the
+# gateway routes them (jobs.py, schedules.py), its client asks for them (client.py) and openapi.py
+# describes them; tests/unit/test_pkg_gateway.py checks that the three agree.
+HEALTH, READY, OPENAPI, WHOAMI, PODS = "health", "ready", "openapi.json", "whoami", "pods"
+JOB = "jobs/{job_id}"
+JOB_VOLUME, JOB_WARNING, JOB_STOP, JOB_COLLECTOR = (JOB + "/volume", JOB + "/warning", JOB + "/stop",
+                                                    JOB + "/collector")
+POD = JOB + "/pods/{pod}"
+POD_INPUT, POD_OUTPUT, POD_RELEASE, POD_LOG = POD + "/input", POD + "/output", POD + "/release", POD + "/log"
+RUNS = "runs"
+DEFINITION = "definitions/{definition_id}"
+RUN_NOW, HOLDER, SNAPSHOT = DEFINITION + "/runs", DEFINITION + "/holder", DEFINITION + "/snapshot"
+RUN = DEFINITION + "/runs/{run}"
+RUN_POD, RUN_FORGET, RUN_OUTPUT = RUN + "/pod", RUN + "/forget", RUN + "/output"
+_PARAMETER = re.compile(r"\{[a-z_]+\}")
+
+
+def path(template: str, **values) -> str:
+    """A path the client asks for: the template with its values, each quoted as one segment."""
+    return template.format(**{name: quote(str(value), safe="") for name, value in values.items()})
+
+
+def route(template: str) -> str:
+    """The gateway's route for a template: each parameter one path segment, handed to the handler."""
+    return _PARAMETER.sub("([^/]+)", template)
 # jupyter-scheduler's job ids are UUIDs; nothing else names a job at the gateway.
 JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$")

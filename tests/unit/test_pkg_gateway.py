@@ -1,7 +1,9 @@
 """The gateway's pure parts: what a create request may carry, which status each of the lifecycle's
 errors becomes, the stream caps, and an OpenAPI document that lists every route. (The gateway
 itself, with a real JupyterHub and cluster: tests/e2e/test_gateway_e2e.py.)"""
+import ast
 import asyncio
+from pathlib import Path
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -9,6 +11,9 @@ from tornado import web
 from traitlets.config import Config
 
 from jupyter_scheduler_k8s.kube import transfer
+from jupyter_scheduler_k8s.gateway import client as client_module
+from jupyter_scheduler_k8s.gateway import jobs as jobs_module
+from jupyter_scheduler_k8s.gateway import schedules as schedules_module
 from jupyter_scheduler_k8s.gateway import wire
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
 from jupyter_scheduler_k8s.kube.base import NotFound
@@ -99,15 +104,54 @@ def test_stream_caps_per_user_and_in_total():
     assert limits.acquire("carol") and not limits.acquire("bob")
 
 
-def test_openapi_lists_every_route():
+def _client_calls() -> set:
+    """(method, path template) of every request gateway/client.py makes: `_json`/`_request` with a
+    method and `wire.X` or `wire.path(wire.X, ...)`; `_upload` is a PUT and `_download` a GET."""
+    source = Path(client_module.__file__).read_text()
+    calls, literal_paths = set(), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" in node.value \
+                and node.value.split("/")[0] in {"jobs", "definitions"}:
+            literal_paths.append(node.value)
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name, args = node.func.attr, node.args
+        if name in ("_json", "_request") and isinstance(args[0], ast.Constant):
+            method, where = args[0].value, args[1]
+        elif name in ("_upload", "_download"):
+            method, where = ("PUT" if name == "_upload" else "GET"), args[0]
+        else:
+            continue
+        if isinstance(where, ast.Call):  # wire.path(wire.X, ...)
+            where = where.args[0]
+        if isinstance(where, ast.Attribute):
+            calls.add((method, getattr(wire, where.attr)))
+    assert literal_paths == [], "the client writes a path of its own"
+    return calls
+
+
+def test_routes_are_written_once_and_agree():
+    """The gateway's routes, the OpenAPI document and the client's requests all come from the
+    paths in wire.py: the document lists exactly the routes, with exactly the methods each
+    handler has, and every request the client makes is one of them."""
     cfg = K8sConfig(config=Config({"K8sConfig": {"namespace": "jobs"}}))
     gateway = Gateway(cfg, GatewayConfig(service_prefix="/services/jobs-gateway/"), hub_auth=object())
-    routes = {rule.matcher.regex.pattern.rstrip("$") for rule in gateway.app().default_router.rules[0].target.rules}
-    prefix = "/services/jobs-gateway"
-    documented = {prefix + path.replace("{job_id}", "([^/]+)").replace("{pod}", "([^/]+)")
-                  .replace("{definition_id}", "([^/]+)").replace("{run}", "([^/]+)")
-                  for path in openapi(prefix + "/")["paths"]}
-    assert routes == documented
+    prefix = "/services/jobs-gateway/" + wire.API_PREFIX
+    handlers = {rule.matcher.regex.pattern.rstrip("$"): rule.target
+                for rule in gateway.app().default_router.rules[0].target.rules}
+    routed = {**jobs_module.ROUTES, **schedules_module.ROUTES}
+    assert set(handlers) == {prefix + wire.route(path) for path in routed}
+    document = openapi("/services/jobs-gateway/")["paths"]
+    assert set(document) == {"/" + wire.API_PREFIX + path for path in routed}
+    operations = set()
+    for path, handler in routed.items():
+        documented = set(document["/" + wire.API_PREFIX + path])
+        implemented = {m.lower() for m in handler.SUPPORTED_METHODS
+                       if getattr(handler, m.lower()) is not getattr(web.RequestHandler, m.lower())}
+        assert documented == implemented, (path, handler.__name__)
+        operations |= {(method.upper(), path) for method in documented}
+    calls = _client_calls()
+    assert len(calls) > 20 and calls - operations == set()
 
 
 def test_each_user_has_a_share_of_the_threads_and_waits_without_one():
