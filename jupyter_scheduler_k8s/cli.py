@@ -79,7 +79,8 @@ def cmd_run(args) -> int:
         return 2
     cfg = _config_from_args(args)
     from .kube.driver import KubeDriver
-    from .jobs.lifecycle import JobFailed, JobRun, NotebookJob
+    from .jobs.lifecycle import JobRun
+    from .jobs.steps import JobFailed, NotebookJob
     from .modes import make_driver
     if cfg.gateway_url:  # hub mode: through the jobs gateway, with this server's hub token
         driver = make_driver(cfg)

@@ -22,7 +22,7 @@ from jupyter_scheduler.utils import create_output_filename, get_utc_timestamp
 
 from .config import UnknownProfileError, resolve_profile
 from .extension import InvalidRequest
-from .jobs.lifecycle import LOG_FORMAT, Outcome, is_transient
+from .jobs.steps import LOG_FORMAT, Outcome, is_transient
 from .kube import names, reasons, transfer
 from .kube.base import NotFound
 from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished

@@ -12,7 +12,8 @@ from jupyter_scheduler.orm import Job
 from traitlets.config import Config
 
 from .config import K8sConfig, server_config
-from .jobs.lifecycle import JobFailed, JobRun, NotebookJob, Outcome
+from .jobs.lifecycle import JobRun
+from .jobs.steps import JobFailed, NotebookJob, Outcome
 from .modes import make_driver
 
 log = logging.getLogger(__name__)

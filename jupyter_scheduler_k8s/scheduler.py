@@ -27,7 +27,8 @@ from .config import K8sConfig, UnknownProfileError, resolve_profile
 from .definitions import CronJobDefinitions
 from .executors import K8sExecutionManager, supported_features
 from .extension import InvalidRequest
-from .jobs.lifecycle import LOG_FORMAT, JobRun, NotebookJob, Outcome
+from .jobs.lifecycle import JobRun
+from .jobs.steps import LOG_FORMAT, NotebookJob, Outcome
 from .jobs.monitor import JobMonitor
 from .kube import names, reasons
 from .modes import make_driver

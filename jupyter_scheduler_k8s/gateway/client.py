@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from ..jobs.lifecycle import JobFailed
+from ..jobs.steps import JobFailed
 from ..kube import names, transfer
 from ..kube.clients import REQUEST_TIMEOUT, api_retries
 from ..kube.base import Driver, NotFound, Schedules

@@ -2,7 +2,7 @@
 its OpenAPI document, whoami); the streams into and out of pods are in streams.py."""
 
 from ..config import resolve_profile
-from ..jobs.lifecycle import NotebookJob
+from ..jobs.steps import NotebookJob
 from . import wire
 from .base import BaseHandler, Refusal, file_name, plain_parameters, query_component
 from .openapi import openapi

@@ -19,9 +19,9 @@ from ..kube.base import Driver
 from ..kube.reasons import describe_error
 from ..kube.transfer import CommandFailed
 from ..kube.watch import LIST, TICK
-from .lifecycle import (
-    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, Outcome, StageIn, Submit,
-    is_transient,
+from .lifecycle import JobRun
+from .steps import (
+    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, Locate, Outcome, StageIn, Submit, is_transient,
 )
 
 log = logging.getLogger(__name__)

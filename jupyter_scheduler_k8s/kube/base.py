@@ -4,7 +4,7 @@
 In direct mode `kube/driver.py` KubeDriver and `kube/schedules.py` KubeSchedules call the API;
 in hub mode `gateway/client.py` GatewayDriver and GatewaySchedules ask the jobs gateway, which
 calls them. Both raise the same errors: `NotFound` for what is not there or not the owner's,
-`jobs.lifecycle.JobFailed` and `kube.schedules.ScheduleError` for what will never work,
+`jobs.steps.JobFailed` and `kube.schedules.ScheduleError` for what will never work,
 `kube.transfer.CommandFailed` when a command in the pod fails, and `kube.transfer.TransferError`
 (or the API's own errors) for what may work if tried again. `modes.py` picks the pair;
 tests/unit/test_pkg_kube_base.py checks that each class has every method, with these parameters.
@@ -26,7 +26,7 @@ class Driver(Protocol):
     reads its volume when that pod is gone, and the files in and out."""
 
     def create(self, job, profile: dict, timeout_seconds: int) -> None:
-        """The PVC and the Job of a jobs.lifecycle.NotebookJob. Objects that exist already and
+        """The PVC and the Job of a jobs.steps.NotebookJob. Objects that exist already and
         are the owner's count as made."""
 
     def read_job(self, job_id: str):

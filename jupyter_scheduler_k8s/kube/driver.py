@@ -60,7 +60,7 @@ class KubeDriver(Driver):
 
     # ---- objects ----------------------------------------------------------------------------
     def build_objects(self, job, profile: dict, timeout_seconds: int):
-        """The PVC and the Job for a lifecycle.NotebookJob, with this driver's owner."""
+        """The PVC and the Job for a jobs.steps.NotebookJob, with this driver's owner."""
         name = names.object_name(job.job_id)
         labels = names.labels(job.job_id, names.COMPONENT_JOB, self.owner, job.job_name, self.cfg.extra_labels)
         annotations = names.annotations(self.owner, job.job_name, self.cfg.extra_annotations)

@@ -21,7 +21,7 @@ from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
 from jupyter_scheduler_k8s.gateway.base import _Limits, _refusal
 from jupyter_scheduler_k8s.gateway.jobs import _job_from_request
 from jupyter_scheduler_k8s.gateway.openapi import openapi
-from jupyter_scheduler_k8s.jobs.lifecycle import JobFailed
+from jupyter_scheduler_k8s.jobs.steps import JobFailed
 
 from .data_pkg.helpers import clean_env  # noqa: F401 (fixture)
 
@@ -82,7 +82,7 @@ def test_a_pod_that_printed_too_much_reads_back_as_such():
 def test_statuses_read_back_as_the_lifecycles_errors():
     """The client turns them back: the same message, and the same retry decision as direct mode."""
     from jupyter_scheduler_k8s.gateway.client import _error
-    from jupyter_scheduler_k8s.jobs.lifecycle import is_transient
+    from jupyter_scheduler_k8s.jobs.steps import is_transient
     assert isinstance(_error(404, "x"), NotFound)
     assert isinstance(_error(422, "x"), transfer.CommandFailed) and not is_transient(_error(422, "x"))
     for status in wire.REFUSED:

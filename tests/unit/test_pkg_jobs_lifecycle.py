@@ -11,8 +11,9 @@ from traitlets.config import Config
 from jupyter_scheduler_k8s.kube import reasons, transfer
 from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.kube.driver import KubeDriver
-from jupyter_scheduler_k8s.jobs.lifecycle import (
-    Collect, CollectFromVolume, Fail, JobFailed, JobRun, Locate, NotebookJob, Outcome, StageIn, Submit,
+from jupyter_scheduler_k8s.jobs.lifecycle import JobRun
+from jupyter_scheduler_k8s.jobs.steps import (
+    Collect, CollectFromVolume, Fail, JobFailed, Locate, NotebookJob, Outcome, StageIn, Submit,
 )
 from jupyter_scheduler_k8s.kube.transfer import log_tail_bytes
 from jupyter_scheduler_k8s.kube.safe_tar import UnsafeOutputError

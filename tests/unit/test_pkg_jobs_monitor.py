@@ -8,7 +8,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from jupyter_scheduler_k8s.jobs import monitor as monitor_module
-from jupyter_scheduler_k8s.jobs.lifecycle import STEP_ATTEMPTS, JobFailed, is_transient
+from jupyter_scheduler_k8s.jobs.steps import STEP_ATTEMPTS, JobFailed, is_transient
 from jupyter_scheduler_k8s.jobs.monitor import JobMonitor
 from jupyter_scheduler_k8s.kube.transfer import CommandFailed, TransferError
 

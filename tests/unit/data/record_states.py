@@ -35,7 +35,7 @@ from kubernetes.client.rest import ApiException
 from jupyter_scheduler_k8s.kube.clients import Clients
 from jupyter_scheduler_k8s.config import K8sConfig, resolve_profile
 from jupyter_scheduler_k8s.kube.driver import KubeDriver
-from jupyter_scheduler_k8s.jobs.lifecycle import NotebookJob
+from jupyter_scheduler_k8s.jobs.steps import NotebookJob
 from jupyter_scheduler_k8s.kube.names import job_selector
 from jupyter_scheduler_k8s.kube.schedules import Definition, KubeSchedules
 
