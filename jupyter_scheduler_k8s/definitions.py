@@ -7,13 +7,17 @@ IN_PROGRESS and then, once it ended, with its outputs, which are imported from t
 volume. Runs that happened while the server was down are imported when it is back.
 
 A run's job id is its Kubernetes Job's uid, so a run is imported once whoever sees it first.
+
+`Definitions` is a part of K8sScheduler (`scheduler.definitions`): the scheduler keeps the records
+and the staged files (upstream's code, handed in where a step needs it), this the CronJobs and
+the runs' import; what it uses of the scheduler is named in `__init__`.
 """
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from jupyter_scheduler.exceptions import SchedulerError
 from jupyter_scheduler.models import CreateJob, DescribeJob, DescribeJobDefinition, Status
@@ -27,9 +31,9 @@ from .kube import names, reasons, transfer
 from .kube.base import NotFound
 from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 from .modes import make_schedules
+from .records import ACTIVE, IN_FLIGHT, STOPPED_BY_USER, Rounds, end
 
 log = logging.getLogger(__name__)
-ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
 GONE = "the run's Kubernetes Job is gone (deleted, or older than the schedule's retention) before its outputs were imported"
 
 
@@ -37,19 +41,21 @@ def _millis(moment) -> int:
     return int(moment.timestamp() * 1000) if moment else get_utc_timestamp()
 
 
-class CronJobDefinitions:
-    """Mixed into K8sScheduler, which provides the DB, the staging paths, `k8s` and `driver`."""
-
-    def _start_definitions(self) -> None:
-        self.schedules = make_schedules(self.driver)
-        # The CronJob controller fires the definitions: the in-server TaskRunner must not as well.
-        self.task_runner = None
+class Definitions:
+    def __init__(self, scheduler, record_outcome: Callable[[str, Outcome, int], None]):
+        # What is used of the scheduler: its DB, staging area, root dir, configuration, driver,
+        # execution manager (to validate a notebook) and upstream's get_job_definition.
+        self.db_session, self.get_staging_paths = scheduler.db_session, scheduler.get_staging_paths
+        self.get_job_definition = scheduler.get_job_definition
+        self.root_dir, self.staging_path, self.k8s = scheduler.root_dir, scheduler.staging_path, scheduler.k8s
+        self.execution_manager_class = scheduler.execution_manager_class
+        self.record_outcome = record_outcome
+        self.schedules = make_schedules(scheduler.driver)
         # Held while runs are imported, and by whatever adds, stops or deletes a run, so that a
         # run is neither imported twice nor brought back after it was deleted.
         self._import_lock = threading.Lock()
-        self._import_stop = threading.Event()
-        self._import_thread = threading.Thread(target=self._import_loop, name="jsk8s-import", daemon=True)
-        self._import_thread.start()
+        self.imports = Rounds("jsk8s-import", "importing scheduled runs", self.import_runs,
+                              lambda: self.k8s.schedule_import_interval_seconds, log)
 
     # ---- definitions in ------------------------------------------------------------------------
     def _definition(self, model: DescribeJobDefinition) -> Definition:
@@ -78,13 +84,12 @@ class CronJobDefinitions:
         staging_dir = os.path.dirname(self.get_staging_paths(model)["input"])
         return staging_dir, input_files(staging_dir, bool(model.package_input_folder), model.input_filename)
 
-    def create_job_definition(self, model):
-        return self._off_the_loop(self._create_job_definition, model)
-
-    def _create_job_definition(self, model) -> str:
+    def create(self, model, add_record: Callable, delete_record: Callable) -> str:
+        """A definition: its record and staged inputs (upstream's `add_record`), then its volume,
+        snapshot and CronJob; on a failure, none of them."""
         self._check_definition(model.schedule, model.timezone, model.compute_type,
                                os.path.join(self.root_dir, model.input_uri))
-        definition_id = super().create_job_definition(model)  # the record and the staged inputs
+        definition_id = add_record(model)
         try:
             described = self.get_job_definition(definition_id)
             definition, profile = self._definition(described), resolve_profile(self.k8s, described.compute_type)
@@ -94,23 +99,20 @@ class CronJobDefinitions:
             self.schedules.update(definition, profile)
         except Exception as e:
             self._remove_definition_quietly(definition_id)
-            super().delete_job_definition(definition_id)
+            delete_record(definition_id)
             shutil.rmtree(os.path.join(self.staging_path, definition_id), ignore_errors=True)
             if isinstance(e, ScheduleError):
                 raise InvalidRequest(str(e)) from None
             raise SchedulerError(f"The job definition could not be created on Kubernetes: {reasons.describe_error(e)}") from e
         return definition_id
 
-    def update_job_definition(self, job_definition_id: str, model):
-        return self._off_the_loop(self._update_job_definition, job_definition_id, model)
-
-    def _update_job_definition(self, job_definition_id: str, model) -> None:
+    def update(self, job_definition_id: str, model, update_record: Callable) -> None:
         current = self.get_job_definition(job_definition_id)
         self._check_definition(model.schedule or current.schedule,
                                model.timezone if model.timezone is not None else current.timezone,
                                model.compute_type or current.compute_type,
                                os.path.join(self.root_dir, model.input_uri) if model.input_uri else None)
-        super().update_job_definition(job_definition_id, model)
+        update_record(job_definition_id, model)
         described = self.get_job_definition(job_definition_id)
         try:
             if model.input_uri:
@@ -122,19 +124,16 @@ class CronJobDefinitions:
         except NotFound as e:
             raise SchedulerError(f"The job definition's CronJob is gone ({e}); delete the definition and create it again.") from None
 
-    def delete_job_definition(self, job_definition_id: str):
-        return self._off_the_loop(self._delete_job_definition, job_definition_id)
-
-    def _delete_job_definition(self, job_definition_id: str) -> None:
-        # The CronJob first, so that no new run starts; its Jobs and pods go with it.
+    def delete(self, job_definition_id: str, delete_job: Callable[[str], None], delete_record: Callable) -> None:
+        """The CronJob first, so that no new run starts (its Jobs and pods go with it); then each
+        run (`delete_job`, on this thread: upstream's delete_job for each would queue behind this
+        very request on the request threads), and the record."""
         self.schedules.delete(job_definition_id)
-        # The runs here, on this thread: upstream's delete_job for each would queue behind this
-        # very request on the request threads.
         with self.db_session() as session:
             runs = [job_id for (job_id,) in session.query(Job.job_id).filter(Job.job_definition_id == job_definition_id)]
         for job_id in runs:
-            self._delete_job(job_id)
-        super().delete_job_definition(job_definition_id)
+            delete_job(job_id)
+        delete_record(job_definition_id)
         shutil.rmtree(os.path.join(self.staging_path, job_definition_id), ignore_errors=True)
 
     def _remove_definition_quietly(self, definition_id: str) -> None:
@@ -143,10 +142,7 @@ class CronJobDefinitions:
         except Exception:  # noqa: BLE001 - the caller reports the first error
             log.exception("could not remove the Kubernetes objects of job definition %s", definition_id)
 
-    def create_job_from_definition(self, job_definition_id: str, model):
-        return self._off_the_loop(self._run_now, job_definition_id, model)
-
-    def _run_now(self, job_definition_id: str, model) -> str:
+    def run_now(self, job_definition_id: str, model) -> str:
         """"Run now": a Job from the CronJob's template, listed at once as IN_PROGRESS."""
         definition = self.get_job_definition(job_definition_id)
         overrides = model.dict(exclude_none=True) if model is not None else {}
@@ -209,7 +205,7 @@ class CronJobDefinitions:
                     ended.setdefault(definition.job_definition_id, []).append(job)
             for job_id, status in known.items():
                 if status in ACTIVE and job_id not in seen:
-                    self._end_run(job_id, Outcome("failed", GONE))
+                    self.record_outcome(job_id, Outcome("failed", GONE), 0)
             imported = 0
             for definition_id, jobs in ended.items():
                 imported += self._import(definitions[definition_id], jobs)
@@ -231,8 +227,8 @@ class CronJobDefinitions:
                                     reasons.describe_error(e))
                         continue
                     log.exception("importing run %s failed", job.metadata.name)
-                    self._end_run(job.metadata.uid, Outcome("failed", f"its outputs could not be imported: "
-                                                                      f"{reasons.describe_error(e)}"))
+                    self.record_outcome(job.metadata.uid, Outcome(
+                        "failed", f"its outputs could not be imported: {reasons.describe_error(e)}"), 0)
                     self.schedules.delete_run(definition.job_definition_id, job.metadata.name)
         finally:
             self.schedules.remove_holder(definition.job_definition_id)
@@ -274,43 +270,21 @@ class CronJobDefinitions:
         if ended is None:
             ended = next((c.last_transition_time for c in (job.status.conditions or []) if c.status == "True"), None) \
                 if job.status else None
-        self._end_run(job.metadata.uid, outcome, _millis(ended))
+        self.record_outcome(job.metadata.uid, outcome, _millis(ended))
         try:
             self.schedules.forget_run(*run)
         except transfer.TransferError as e:  # the volume's retention removes it later
             log.warning("could not remove run %s from its volume: %s", job.metadata.name, e)
         self.schedules.delete_run(*run)
 
-    def _end_run(self, job_id: str, outcome: Outcome, end_time: int = 0) -> None:
-        self._manager(job_id).record_files(outcome)
-        values = {"end_time": end_time or get_utc_timestamp(),
-                  "status": Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
-                  "status_message": reasons.short(outcome.message) if outcome.message else None}
-        with self.db_session() as session:
-            session.query(Job).filter(Job.job_id == job_id, Job.status.in_(ACTIVE)).update(
-                values, synchronize_session=False)
-            session.commit()
-
-    def _end_scheduled_run(self, model: DescribeJob, status: Status) -> None:
+    def end_run(self, model: DescribeJob, status: Status) -> None:
         """Stop or delete of a run: its Job is deleted (the pod gets SIGTERM); what it wrote stays
         on the volume until the retention removes it."""
         with self._import_lock:
             for job in self.schedules.list_runs(model.job_definition_id):
                 if job.metadata.uid == model.job_id:
                     self.schedules.delete_run(model.job_definition_id, job.metadata.name)
-            with self.db_session() as session:
-                session.query(Job).filter(Job.job_id == model.job_id, Job.status.in_(ACTIVE + (Status.STOPPING,))).update(
-                    {"status": status, "end_time": get_utc_timestamp(), "status_message": "stopped by the user"},
-                    synchronize_session=False)
-                session.commit()
-
-    def _import_loop(self) -> None:
-        while not self._import_stop.is_set():
-            try:
-                self.import_runs()
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("importing scheduled runs failed")
-            self._import_stop.wait(self.k8s.schedule_import_interval_seconds)
+            end(self.db_session, model.job_id, status, STOPPED_BY_USER, among=IN_FLIGHT)
 
 
-__all__ = ["CronJobDefinitions"]
+__all__ = ["Definitions"]

@@ -24,7 +24,7 @@ from jupyter_scheduler.utils import get_utc_timestamp
 from traitlets import Int, default
 
 from .config import K8sConfig, UnknownProfileError, resolve_profile
-from .definitions import CronJobDefinitions
+from .definitions import Definitions
 from .executors import K8sExecutionManager, supported_features
 from .extension import InvalidRequest
 from .jobs.lifecycle import JobRun
@@ -32,8 +32,7 @@ from .jobs.steps import LOG_FORMAT, NotebookJob, Outcome
 from .jobs.monitor import JobMonitor
 from .kube import names, reasons
 from .modes import make_driver
-
-ACTIVE = (Status.CREATED, Status.QUEUED, Status.IN_PROGRESS)
+from .records import IN_FLIGHT, STOPPED_BY_USER, Rounds, end
 
 
 def managed_supported_features(cls):
@@ -61,7 +60,7 @@ def _log_to(server_log: logging.Logger) -> None:
     package.propagate = False
 
 
-class K8sScheduler(CronJobDefinitions, Scheduler):
+class K8sScheduler(Scheduler):
     recovery_interval_seconds = Int(60, config=True, help="""
         How often jobs the database holds as in progress are matched against Kubernetes, besides
         at start-up, so that nothing stays IN_PROGRESS after its Job is gone.""")
@@ -87,17 +86,19 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         _log_to(self.log)
         self.k8s = K8sConfig(parent=self)
         self.driver = make_driver(self.k8s)
-        self.monitor = JobMonitor(self.driver, self._record_outcome, workers=self.worker_threads)
+        self.monitor = JobMonitor(self.driver, lambda run, outcome: self.record_outcome(run.job.job_id, outcome),
+                                  workers=self.worker_threads)
         # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
         # recovery must never take a job that is still being created for orphaned.
         self._tracking_lock = threading.Lock()
         # stop_job and delete_job call Kubernetes: they run here, never on the server's event loop.
         self._requests = ThreadPoolExecutor(2, thread_name_prefix="jsk8s-request")
-        self._recovery_stop = threading.Event()
-        self._recovery_thread = threading.Thread(target=self._recovery_loop, name="jsk8s-recovery", daemon=True)
-        self._recovery_thread.start()
-        # Job definitions are CronJobs (definitions.py), in both modes.
-        self._start_definitions()
+        self.recovery = Rounds("jsk8s-recovery", "recovery of in-flight jobs", self.recover,
+                               lambda: self.recovery_interval_seconds, self.log)
+        # Job definitions are CronJobs (definitions.py), in both modes: the CronJob controller
+        # fires them, so the in-server TaskRunner must not as well.
+        self.task_runner = None
+        self.definitions = Definitions(self, self.record_outcome)
 
     # ---- jobs in ------------------------------------------------------------------------------
     def create_job(self, model: CreateJob) -> str:
@@ -152,16 +153,12 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         return self.execution_manager_class(job_id=job_id, root_dir=self.root_dir, db_url=self.db_url,
                                             staging_paths={})
 
-    def _record_outcome(self, run: JobRun, outcome: Outcome) -> None:
-        self._manager(run.job.job_id).record_files(outcome)
-        values = {"end_time": get_utc_timestamp(),
-                  "status": Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
-                  "status_message": reasons.short(outcome.message) if outcome.message else None}
-        with self.db_session() as session:
-            # Only a job still in flight takes an outcome: a stop that raced us wins.
-            session.query(Job).filter(Job.job_id == run.job.job_id, Job.status.in_(ACTIVE)).update(
-                values, synchronize_session=False)
-            session.commit()
+    def record_outcome(self, job_id: str, outcome: Outcome, end_time: int = 0) -> None:
+        """A job's (or a scheduled run's) outputs and outcome in its record, if it is still in
+        flight: a stop that raced the outcome wins."""
+        self._manager(job_id).record_files(outcome)
+        end(self.db_session, job_id, Status.COMPLETED if outcome.status == "completed" else Status.FAILED,
+            outcome.message, end_time)
 
     def _off_the_loop(self, method, *args):
         """Runs a method that calls Kubernetes on a thread. From the event loop (the REST handlers
@@ -186,21 +183,17 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         is deleted. With collect=False (delete_job) the caller removes the objects."""
         with self.db_session() as session:
             record = session.query(Job).filter(Job.job_id == job_id).one()
-            if Status(record.status) not in ACTIVE + (Status.STOPPING,):
+            if Status(record.status) not in IN_FLIGHT:
                 return
             if self._is_scheduled_run(record):
-                self._end_scheduled_run(DescribeJob.from_orm(record), Status.STOPPED)
+                self.definitions.end_run(DescribeJob.from_orm(record), Status.STOPPED)
                 return
             record.status = Status.STOPPING
             session.commit()
             model = DescribeJob.from_orm(record)
         run = self.monitor.untrack(job_id) or self._run_for(model, self.get_staging_paths(model))
         run.stop()
-        with self.db_session() as session:
-            session.query(Job).filter(Job.job_id == job_id).update(
-                {"status": Status.STOPPED, "end_time": get_utc_timestamp(),
-                 "status_message": "stopped by the user"}, synchronize_session=False)
-            session.commit()
+        end(self.db_session, job_id, Status.STOPPED, STOPPED_BY_USER, among=None)
         if collect:
             self.monitor.in_background(lambda: self._collect_stopped(run))
 
@@ -228,10 +221,10 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
             model = DescribeJob.from_orm(record)
         if self._is_scheduled_run(model):
             # Its Job is the CronJob's; one that ended was deleted when the run was imported.
-            if model.status in ACTIVE + (Status.STOPPING,):
-                self._end_scheduled_run(model, Status.STOPPED)
+            if model.status in IN_FLIGHT:
+                self.definitions.end_run(model, Status.STOPPED)
         else:
-            if model.status in ACTIVE + (Status.STOPPING,):
+            if model.status in IN_FLIGHT:
                 self._stop_job(job_id, collect=False)
             self.monitor.untrack(job_id)  # a job that ended has nothing tracked; one that is ending is let go
             self.monitor.wait_idle(job_id, timeout=300)  # a collection under way must not write after the rmtree
@@ -245,11 +238,7 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
 
     def _fail(self, job_id: str, message: str) -> None:
         """Ends a job that cannot go on as FAILED, and removes whatever it has on the cluster."""
-        with self.db_session() as session:
-            session.query(Job).filter(Job.job_id == job_id, Job.status.in_(ACTIVE + (Status.STOPPING,))).update(
-                {"status": Status.FAILED, "end_time": get_utc_timestamp(),
-                 "status_message": reasons.short(message)}, synchronize_session=False)
-            session.commit()
+        end(self.db_session, job_id, Status.FAILED, message, among=IN_FLIGHT)
         self._delete_objects_quietly(job_id)
 
     def _delete_objects_quietly(self, job_id: str) -> None:
@@ -264,7 +253,7 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         Jobs may still run, have finished, or be gone. Returns how many were taken up."""
         with self._tracking_lock:
             with self.db_session() as session:
-                records = session.query(Job).filter(Job.status.in_(ACTIVE + (Status.STOPPING,))).all()
+                records = session.query(Job).filter(Job.status.in_(IN_FLIGHT)).all()
                 models = [DescribeJob.from_orm(r) for r in records]
             models = [m for m in models if not self.monitor.tracked(m.job_id) and not self._is_scheduled_run(m)]
         taken = 0
@@ -296,17 +285,24 @@ class K8sScheduler(CronJobDefinitions, Scheduler):
         """A CronJob's run: the import round follows it, not the monitor or recovery."""
         return bool(record.job_definition_id)
 
-    def _recovery_loop(self) -> None:
-        while not self._recovery_stop.is_set():
-            try:
-                self.recover()
-            except Exception:  # noqa: BLE001 - try again next round
-                self.log.exception("recovery of in-flight jobs failed")
-            self._recovery_stop.wait(self.recovery_interval_seconds)
+    # ---- job definitions: CronJobs (definitions.py); upstream keeps their records -------------
+    def create_job_definition(self, model):
+        return self._off_the_loop(self.definitions.create, model, super().create_job_definition,
+                                  super().delete_job_definition)
+
+    def update_job_definition(self, job_definition_id: str, model):
+        return self._off_the_loop(self.definitions.update, job_definition_id, model, super().update_job_definition)
+
+    def delete_job_definition(self, job_definition_id: str):
+        return self._off_the_loop(self.definitions.delete, job_definition_id, self._delete_job,
+                                  super().delete_job_definition)
+
+    def create_job_from_definition(self, job_definition_id: str, model):
+        return self._off_the_loop(self.definitions.run_now, job_definition_id, model)
 
     def shutdown(self) -> None:
-        self._recovery_stop.set()
-        self._import_stop.set()
+        self.recovery.stop()
+        self.definitions.imports.stop()
         self.monitor.stop()
         self._requests.shutdown(wait=False, cancel_futures=True)
 

@@ -117,3 +117,11 @@ def test_rooms_import_only_what_they_stand_on():
                    if room(module) in ROOMS_MAY_IMPORT and room(target) not in ROOMS_MAY_IMPORT[room(module)] | {room(module), ""})
     assert wrong == []
 
+
+
+def test_the_scheduler_is_one_class():
+    """K8sScheduler holds its parts (scheduler.definitions, scheduler.monitor) rather than mixing
+    them in, so that no file calls a method of another through `self`."""
+    from jupyter_scheduler_k8s.scheduler import K8sScheduler
+    ours = [c.__name__ for c in K8sScheduler.__mro__ if c.__module__.startswith(PACKAGE.name)]
+    assert ours == ["K8sScheduler"]

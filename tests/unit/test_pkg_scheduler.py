@@ -28,10 +28,8 @@ def scheduler(tmp_path):
     s = K8sScheduler(root_dir=str(tmp_path), environments_manager=CondaEnvironmentManager(), db_url=db_url,
                      config=config, staging_path=str(tmp_path / "staging"))
     # The test calls recover() itself: the background rounds must not take its jobs first.
-    s._recovery_stop.set()
-    s._recovery_thread.join(10)
-    s._import_stop.set()
-    s._import_thread.join(10)
+    s.recovery.stop(wait=10)
+    s.definitions.imports.stop(wait=10)
     yield s
     s.shutdown()
 
@@ -103,7 +101,7 @@ def test_schedules_are_left_to_the_cronjob_controller(scheduler, monkeypatch):
 def test_definitions_deleted_at_once_do_not_wait_on_each_other(scheduler, monkeypatch):
     """Deleting a definition deletes its runs on the same request thread: three deletions at once,
     with two request threads, all finish."""
-    monkeypatch.setattr(scheduler.schedules, "delete", lambda definition_id: time.sleep(0.2))
+    monkeypatch.setattr(scheduler.definitions.schedules, "delete", lambda definition_id: time.sleep(0.2))
     definitions = []
     with scheduler.db_session() as session:
         for n in range(3):
