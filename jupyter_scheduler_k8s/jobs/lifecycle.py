@@ -1,8 +1,8 @@
 """The life of one notebook job on Kubernetes (docs/design.md): submit, stage in, collect, clean up.
 
-`JobRun.decide(pod)` is a pure reading of the pod's state that names the next step. The driver
-that reacts to pod changes is separate: `JobRun.run()` drives one job synchronously (the execution
-manager and the `run` CLI), and the scheduler's monitor drives many from one watch. The steps are
+`JobRun.decide(pod)` is a pure reading of the pod's state that names the next step. What reacts to
+pod changes is separate: `JobRun.run()` drives one job synchronously (the execution manager and
+the `run` CLI), and the scheduler's monitor drives many from one watch. The steps are
 idempotent, so a server that restarts can pick a job up again from whatever state it is in.
 """
 import logging
