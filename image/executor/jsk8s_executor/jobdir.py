@@ -8,10 +8,14 @@ from pathlib import Path, PurePosixPath
 POLL_SECONDS = 0.2
 
 
+def volume_root(root: str | os.PathLike | None = None) -> Path:
+    """Where the volume is: `root`, else env JSK8S_JOB_DIR (tests use another mount), else /job."""
+    return Path(root or os.environ.get("JSK8S_JOB_DIR") or "/job")
+
+
 class JobDir:
     def __init__(self, root: str | os.PathLike | None = None):
-        # Overridable so tests (and the collector pod, if ever needed) can use another mount.
-        self.root = Path(root or os.environ.get("JSK8S_JOB_DIR") or "/job")
+        self.root = volume_root(root)
         self.work = self.root / "work"
         self.staged = self.root / ".staged"
         self.collected = self.root / ".collected"

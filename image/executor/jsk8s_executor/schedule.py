@@ -22,9 +22,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from .jobdir import JobDir, safe_relpath, touch, write_json_atomic
+from .jobdir import JobDir, safe_relpath, touch, volume_root, write_json_atomic
 from .staging import StagingError, stage_in
 
 # A run's name is its Kubernetes Job's name: a DNS label.
@@ -62,7 +61,7 @@ class Retention:
 
 class DefinitionDir:
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root or os.environ.get("JSK8S_JOB_DIR") or "/job")
+        self.root = volume_root(root)
         self.snapshots = self.root / "snapshots"
         self.input = self.root / "input"
         self.runs = self.root / "runs"
