@@ -1,6 +1,7 @@
 """The package's layout: no module imports one that imports it back (directly or around a
 circle, at the top or inside a function), and modules stay short."""
 import ast
+import re
 from pathlib import Path
 
 import jupyter_scheduler_k8s
@@ -125,3 +126,18 @@ def test_the_scheduler_is_one_class():
     from jupyter_scheduler_k8s.scheduler import K8sScheduler
     ours = [c.__name__ for c in K8sScheduler.__mro__ if c.__module__.startswith(PACKAGE.name)]
     assert ours == ["K8sScheduler"]
+
+
+def test_the_readmes_map_names_every_module():
+    """The README's map of the code names every module: those at the top, and in each room's row
+    (the row whose first column is `room/`) each of the room's."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme[readme.index("| where | what |"):]
+    rows = [line.split("|")[1:3] for line in table[:table.index("\n\n")].splitlines()[2:]]
+    named = {where.strip(): set(re.findall(r"`([a-z_]+\.py)`", where + what)) for where, what in rows}
+    top = set().union(*named.values())
+    missing = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py" and p.name not in top]
+    for room in (p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
+        listed = named.get(f"`{room.name}/`", set())
+        missing += [f"{room.name}/{p.name}" for p in room.glob("*.py") if p.name != "__init__.py" and p.name not in listed]
+    assert missing == []
