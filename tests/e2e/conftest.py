@@ -88,17 +88,20 @@ def hub(tmp_path_factory, api_client):
 @pytest.fixture(scope="session")
 def installed_chart(kubeconfig, executor_image, gateway_image, hub, core):
     """The chart, installed as an operator would (release namespace + jobs namespace), beside a
-    JupyterHub whose Secret holds the gateway's token."""
-    hub_secret(core, RELEASE_NS, hub)
-    result = helm("install", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--wait", "--timeout", "3m",
-                  *chart_values_for(executor_image, gateway_image, hub), kubeconfig=kubeconfig)
-    assert result.returncode == 0, result.stderr
-    yield JOBS_NS
-    helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", kubeconfig=kubeconfig)
+    JupyterHub whose Secret holds the gateway's token. Removed afterwards, also when the install
+    failed (a failed release and the Secret would make the next install a 409)."""
     try:
-        core.delete_namespace(RELEASE_NS)
-    except Exception:  # noqa: BLE001 - best effort; the cluster is torn down after the run
-        pass
+        hub_secret(core, RELEASE_NS, hub)
+        result = helm("install", RELEASE, str(helmrender.CHART), "-n", RELEASE_NS, "--wait", "--timeout", "3m",
+                      *chart_values_for(executor_image, gateway_image, hub), kubeconfig=kubeconfig)
+        assert result.returncode == 0, result.stderr
+        yield JOBS_NS
+    finally:
+        helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", kubeconfig=kubeconfig)
+        try:
+            core.delete_namespace(RELEASE_NS)
+        except Exception:  # noqa: BLE001 - best effort; the cluster is torn down after the run
+            pass
 
 
 def service_account_kubeconfig(api_client, core, namespace, service_account, path, seconds=4 * 3600):
