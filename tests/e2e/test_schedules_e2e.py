@@ -17,6 +17,7 @@ from .conftest import leftovers, wait_new_finished_runs, write_notebook
 pytestmark = pytest.mark.e2e
 
 EVERY_MINUTE = "* * * * *"
+NEVER_SOON = "0 0 1 1 *"  # once a year: the runs are asked for
 
 
 def _cronjob(batch, namespace, definition_id):
@@ -77,8 +78,9 @@ def _volume_runs(core, namespace, definition_id, image) -> list:
 
 
 def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs_namespace):
-    """Runs while the server is up; paused it makes no runs; resumed it runs again, and the run it
-    made while the server was stopped appears when it is back; deleted, nothing of it is left."""
+    """A run made while the server is up comes back with its outputs; paused, the CronJob makes no
+    runs; resumed, it runs again, and the run it made while the server was stopped appears when
+    it is back; deleted, nothing of it is left."""
     server = make_server(name="scheduled", schedule_import_interval_seconds=3)
     write_notebook(str(server.root / "daily.ipynb"),
                    "rows = open('data/in.csv').read().split()\nprint('rows', len(rows))",
@@ -101,8 +103,9 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
         assert (server.staging_dir(run["job_id"]) / "stamp.txt").exists()
         assert "stamp.txt" in run["packaged_files"]
 
-    first = [r for r in server.wait_runs(definition_id, 1, timeout=150) if r["status"] != "IN_PROGRESS"]
-    check_outputs(first[0])
+    # The first run is asked for ("Run now": a Job from the CronJob's template, the same executor
+    # command) rather than waited for: the minute the CronJob fires on is waited for below.
+    check_outputs(server.wait(server.run_now(definition_id), timeout=150))
 
     # Paused: the CronJob makes no Job for more than a minute (watched as the admin: a Job that
     # the server imports and deletes meanwhile is still seen).
@@ -140,18 +143,23 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
 
 def test_a_failing_schedule_keeps_only_its_newest_runs(make_server, core, batch, jobs_namespace, executor_image):
     """With one run kept, the older run's files are deleted from the volume by the next run; the
-    server that comes back lists the newest run FAILED with the cell's error and its log."""
+    server that comes back lists the newest run FAILED with the cell's error and its log. (The
+    runs are asked for, one after the other, rather than waited for: retention is the executor's,
+    whoever made the run's Job; test_a_schedule_runs_while_the_server_is_down waits for the clock.)"""
     server = make_server(name="failing", schedule_runs_kept=1, schedule_import_interval_seconds=3600)
     write_notebook(str(server.root / "broken.ipynb"), "print('before the error')", "1 / 0")
-    definition_id = server.create_definition("broken.ipynb")
-    server.stop()  # nothing imports until the end
-    made = wait_new_finished_runs(batch, jobs_namespace, definition_id, 2)
-    kept = _volume_runs(core, jobs_namespace, definition_id, executor_image)
-    assert len(kept) == 1 and kept[0] in made and kept[0] == max(made), (kept, made)
+    definition_id = server.create_definition("broken.ipynb", schedule=NEVER_SOON)
+    made = []  # (name, uid), oldest first
+    for _ in range(2):  # nothing imports them until the end (an import an hour)
+        server.run_now(definition_id)
+        made += wait_new_finished_runs(batch, jobs_namespace, definition_id, 1).items()
+    server.stop()
+    (newest, newest_uid) = made[-1]
+    assert _volume_runs(core, jobs_namespace, definition_id, executor_image) == [newest], made
     assert _cronjob(batch, jobs_namespace, definition_id).spec.failed_jobs_history_limit == 1
 
     server = make_server(name="failing", schedule_runs_kept=1, schedule_import_interval_seconds=3)
-    (run,) = server.wait_imported(definition_id, [made[kept[0]]], timeout=120)  # the kept run, by uid
+    (run,) = server.wait_imported(definition_id, [newest_uid], timeout=120)  # the kept run, by uid
     assert run["status"] == "FAILED", run
     assert "ZeroDivisionError" in run["status_message"]
     log = server.output(run, "log").read_text()
