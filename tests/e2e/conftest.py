@@ -203,12 +203,15 @@ def running_pod(core, namespace, job_id, timeout=120):
 @pytest.fixture
 def jobs_namespace(installed_chart, core, batch):
     """The installed chart's jobs namespace. Whatever a failed test left there is removed
-    afterwards (as admin), so that one failure does not cascade into the next test."""
+    afterwards (as admin), so that one failure does not cascade into the next test. (A CronJob's
+    Jobs go with it, so a Job listed after it may be gone by its delete.)"""
+    from jupyter_scheduler_k8s.kube.clients import absent_on_404
     yield installed_chart
     for cronjob in batch.list_namespaced_cron_job(installed_chart).items:
-        batch.delete_namespaced_cron_job(cronjob.metadata.name, installed_chart, propagation_policy="Background")
+        absent_on_404(batch.delete_namespaced_cron_job, cronjob.metadata.name, installed_chart,
+                      propagation_policy="Background")
     for job in batch.list_namespaced_job(installed_chart).items:
-        batch.delete_namespaced_job(job.metadata.name, installed_chart, propagation_policy="Background")
+        absent_on_404(batch.delete_namespaced_job, job.metadata.name, installed_chart, propagation_policy="Background")
     core.delete_collection_namespaced_pod(installed_chart, grace_period_seconds=0)
     core.delete_collection_namespaced_persistent_volume_claim(installed_chart)
 
