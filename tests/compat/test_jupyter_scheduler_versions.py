@@ -51,27 +51,54 @@ def wheel(tmp_path_factory):
     return build(tmp_path_factory.mktemp("dist"))[0]
 
 
+class Run:
+    """The package's unit tests under one jupyter-scheduler release, started in the background so
+    that both releases' runs (mostly waiting on sockets and sleeps) overlap."""
+
+    def __init__(self, version: str, wheel: Path, where: Path):
+        self.version, self.venv = version, _venv(version)
+        python = str(self.venv / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                       check=True, capture_output=True)
+        # The wheel's own requirements (the bound included) hold in this venv.
+        check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+        # The tests, away from the checkout, so that the package is imported from the wheel.
+        tests = where / "tests"
+        shutil.copytree(ROOT / "tests" / "unit", tests / "unit", ignore=shutil.ignore_patterns("__pycache__"))
+        (tests / "__init__.py").touch()
+        selected = sorted(str(p.relative_to(where)) for p in (tests / "unit").glob("test_pkg_*.py"))
+        self.imported = subprocess.run([python, "-c", "import jupyter_scheduler, jupyter_scheduler_k8s as p; "
+                                        "print(jupyter_scheduler.__version__, p.__file__)"],
+                                       cwd=where, capture_output=True, text=True, check=True).stdout.split()
+        self.process = subprocess.Popen([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT,
+                                         *selected], cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+    def result(self):
+        try:
+            out, err = self.process.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        return self.process.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def runs(wheel, tmp_path_factory):
+    started = {v: Run(v, wheel, tmp_path_factory.mktemp(f"js-{v}")) for v in TESTED_JUPYTER_SCHEDULER}
+    yield started
+    for run in started.values():
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
 @pytest.mark.parametrize("version", TESTED_JUPYTER_SCHEDULER)
-def test_unit_tests_pass_with_jupyter_scheduler(version, wheel, tmp_path):
-    venv = _venv(version)
-    python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
-                   check=True, capture_output=True)
-    # The wheel's own requirements (the bound included) hold in this venv.
-    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
-    # The tests, away from the checkout, so that the package is imported from the wheel.
-    tests = tmp_path / "tests"
-    shutil.copytree(ROOT / "tests" / "unit", tests / "unit", ignore=shutil.ignore_patterns("__pycache__"))
-    (tests / "__init__.py").touch()
-    selected = sorted(str(p.relative_to(tmp_path)) for p in (tests / "unit").glob("test_pkg_*.py"))
-    where = subprocess.run([python, "-c", "import jupyter_scheduler, jupyter_scheduler_k8s as p; "
-                            "print(jupyter_scheduler.__version__, p.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
-    assert where[0] == version and where[1].startswith(str(venv)), where
-    ran = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT, *selected],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    print(f"jupyter-scheduler {version}:\n{ran.stdout[-1500:]}")
-    assert ran.returncode == 0, ran.stdout[-6000:] + ran.stderr[-2000:]
-    assert " passed" in ran.stdout and " failed" not in ran.stdout
+def test_unit_tests_pass_with_jupyter_scheduler(version, runs):
+    run = runs[version]
+    assert run.imported[0] == version and run.imported[1].startswith(str(run.venv)), run.imported
+    returncode, out, err = run.result()
+    print(f"jupyter-scheduler {version}:\n{out[-1500:]}")
+    assert returncode == 0, out[-6000:] + err[-2000:]
+    assert " passed" in out and " failed" not in out
