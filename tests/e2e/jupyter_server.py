@@ -115,18 +115,6 @@ class JupyterServer(ManagedProcess):
         jobs = self.request("GET", f"/scheduler/jobs?job_definition_id={definition_id}&max_items=1000")["jobs"]
         return sorted(jobs, key=lambda j: j["create_time"])
 
-    def wait_runs(self, definition_id: str, count: int, timeout: float = 240, status=("COMPLETED", "FAILED")) -> list:
-        """Waits until at least `count` runs of the definition have ended; returns the runs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            runs = self.runs(definition_id)
-            if sum(r["status"] in status for r in runs) >= count:
-                return runs
-            assert time.monotonic() < deadline, (
-                f"{count} ended runs of {definition_id} not listed after {timeout}s: "
-                f"{[(r['status'], r.get('status_message')) for r in runs]}; the server's log ends:\n{self.log_tail(60)}")
-            time.sleep(1)
-
     def wait_imported(self, definition_id: str, job_ids, timeout: float = 240) -> list:
         """Waits until these runs (their Jobs' uids) are listed, ended; returns them."""
         deadline, wanted = time.monotonic() + timeout, set(job_ids)

@@ -107,13 +107,16 @@ def test_a_schedule_runs_while_the_server_is_down(make_server, core, batch, jobs
     # command) rather than waited for: the minute the CronJob fires on is waited for below.
     check_outputs(server.wait(server.run_now(definition_id), timeout=150))
 
-    # Paused: the CronJob makes no Job for more than a minute (watched as the admin: a Job that
-    # the server imports and deletes meanwhile is still seen).
+    # Paused: the CronJob makes no Job on the next minute, watched until 20 s past it (the
+    # controller makes a due Job within a second or two; watched as the admin: a Job that the
+    # server imports and deletes meanwhile is still seen).
     paused_at = datetime.datetime.now(datetime.timezone.utc)
     server.update_definition(definition_id, active=False)
     assert _cronjob(batch, jobs_namespace, definition_id).spec.suspend is True
+    past_the_minute = 60 - datetime.datetime.now(datetime.timezone.utc).second + 20
     made = {name: scheduled for name, scheduled in (
-        (name, _scheduled_for(job)) for name, job in _jobs_made(batch, jobs_namespace, definition_id, seconds=70).items())
+        (name, _scheduled_for(job)) for name, job in _jobs_made(
+            batch, jobs_namespace, definition_id, seconds=past_the_minute).items())
         if scheduled >= paused_at}  # one due before the pause may start as it comes
     assert not made, f"runs made while paused: {made}"
     resumed_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)

@@ -290,6 +290,12 @@ class HubUser:
         assert answer.status_code == 200, f"{answer.text}\n{self.log_tail()}"
         return answer.json()["job_definition_id"]
 
+    def run_now(self, definition_id: str) -> str:
+        """The job definition's "Run now": a run made at once from the CronJob's template."""
+        answer = self.server("POST", f"/scheduler/job_definitions/{definition_id}/jobs", {})
+        assert answer.status_code == 200, f"{answer.text}\n{self.log_tail()}"
+        return answer.json()["job_id"]
+
     def update_definition(self, definition_id: str, **fields) -> None:
         answer = self.server("PATCH", f"/scheduler/job_definitions/{definition_id}", fields)
         assert answer.status_code == 204, answer.text
@@ -317,17 +323,6 @@ class HubUser:
         answer = self.server("GET", f"/scheduler/jobs?job_definition_id={definition_id}&max_items=1000")
         answer.raise_for_status()
         return sorted(answer.json()["jobs"], key=lambda j: j["create_time"])
-
-    def wait_runs(self, definition_id: str, count: int, timeout: float = 240) -> list:
-        """Waits until at least `count` runs of the definition have ended; returns the runs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            runs = self.runs(definition_id)
-            if sum(r["status"] in ("COMPLETED", "FAILED") for r in runs) >= count:
-                return runs
-            assert time.monotonic() < deadline, (f"{count} ended runs not listed after {timeout}s: "
-                                                 f"{[r['status'] for r in runs]}\n{self.log_tail()}")
-            time.sleep(2)
 
     def wait_imported(self, definition_id: str, job_ids, timeout: float = 240) -> list:
         """Waits until these runs (their Jobs' uids) are listed, ended; returns them."""
