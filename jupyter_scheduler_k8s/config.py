@@ -206,6 +206,11 @@ class K8sConfig(LoggingConfigurable):
         How often the user's server looks for finished runs of its job definitions to import
         (and once at start-up).""")
 
+    definitions_per_user = Int(20, min=0, config=True, help="""
+        Job definitions (schedules) one user may have; creating one more is refused with a
+        message naming this limit. 0: no limit. Enforced where the Kubernetes rights are: by the
+        jobs gateway on JupyterHub, by the user's server in direct mode.""")
+
     node_selector = Dict(config=True, help="nodeSelector of every job pod (a profile's adds to it).")
     tolerations = List(config=True, help="Tolerations of every job pod (a profile's add to them).")
 

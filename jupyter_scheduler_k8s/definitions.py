@@ -28,7 +28,7 @@ from .config import UnknownProfileError, resolve_profile
 from .extension import InvalidRequest
 from .jobs.steps import LOG_FORMAT, Outcome, is_transient
 from .kube import names, reasons, transfer
-from .kube.base import NotFound
+from .kube.base import NotFound, OverLimit
 from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 from .modes import make_schedules
 from .records import ACTIVE, IN_FLIGHT, STOPPED_BY_USER, Rounds, end
@@ -101,7 +101,7 @@ class Definitions:
             self._remove_definition_quietly(definition_id)
             delete_record(definition_id)
             shutil.rmtree(os.path.join(self.staging_path, definition_id), ignore_errors=True)
-            if isinstance(e, ScheduleError):
+            if isinstance(e, (ScheduleError, OverLimit)):
                 raise InvalidRequest(str(e)) from None
             raise SchedulerError(f"The job definition could not be created on Kubernetes: {reasons.describe_error(e)}") from e
         return definition_id

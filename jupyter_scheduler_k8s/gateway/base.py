@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 
 from ..config import UnknownProfileError
 from ..kube import names, transfer
-from ..kube.base import NotFound
+from ..kube.base import NotFound, OverLimit
 from ..kube.driver import KubeDriver
 from ..kube.reasons import describe_error
 from ..kube.schedules import ScheduleError
@@ -199,7 +199,7 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         self.finish(json.dumps(data))
 
     def write_error(self, status_code, **kwargs):
-        if status_code == 429:
+        if status_code == 429 and kwargs.get("error") != wire.OVER_LIMIT:  # waiting lifts no limit
             self.set_header("Retry-After", "5")
         self.set_header("Content-Type", "application/json")
         body = {"status": status_code, "message": kwargs.get("message") or self._reason}
@@ -241,6 +241,8 @@ def _refusal(e: BaseException) -> Refusal:
         return Refusal(e.status_code, e.reason or "")
     if isinstance(e, NotFound):
         return Refusal(404, str(e))
+    if isinstance(e, OverLimit):
+        return Refusal(wire.OVER_LIMIT_STATUS, str(e), wire.OVER_LIMIT)
     if isinstance(e, transfer.PrintedTooMuch):
         return Refusal(wire.COMMAND_FAILED, str(e), wire.PRINTED_TOO_MUCH)
     if isinstance(e, transfer.CommandFailed):

@@ -21,7 +21,7 @@ import urllib3
 from ..jobs.steps import JobFailed
 from ..kube import names, transfer
 from ..kube.clients import REQUEST_TIMEOUT, api_retries
-from ..kube.base import Driver, NotFound, Schedules
+from ..kube.base import Driver, NotFound, OverLimit, Schedules
 from ..kube.watch import LIST, TICK, WaitTimeout
 from . import wire
 
@@ -33,8 +33,9 @@ class GatewayDriver(Driver):
     def __init__(self, url: str, token: str, ca_file: Optional[str] = None):
         self.base = url.rstrip("/") + "/" + wire.API_PREFIX
         self.headers = {"Authorization": f"token {token}"}
+        # A 429 is tried again only when it says when (Retry-After): one without is a limit (wire.py).
         self.http = urllib3.PoolManager(
-            maxsize=8, retries=api_retries(), ca_certs=ca_file,
+            maxsize=8, retries=api_retries().new(status_forcelist=(500, 502, 503, 504)), ca_certs=ca_file,
             timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1]))
 
     # ---- requests ----------------------------------------------------------------------------
@@ -257,6 +258,8 @@ def _error(status: int, message: str, kind: Optional[str] = None) -> Exception:
     """The lifecycle's own error for a gateway answer (wire.py)."""
     if status == wire.NOT_FOUND:
         return NotFound(message)
+    if status == wire.OVER_LIMIT_STATUS and kind == wire.OVER_LIMIT:
+        return OverLimit(message)
     if status == wire.COMMAND_FAILED:
         return (transfer.PrintedTooMuch if kind == wire.PRINTED_TOO_MUCH else transfer.CommandFailed)(message)
     if status in (401, 403):

@@ -48,6 +48,9 @@ INPUT_BYTES_HEADER = "X-Jsk8s-Input-Bytes"
 # with "error": PRINTED_TOO_MUCH in the body, it printed more than it may (transfer.PrintedTooMuch).
 NOT_FOUND, COMMAND_FAILED = 404, 422
 PRINTED_TOO_MUCH = "printed-too-much"
+# 429 with "error": OVER_LIMIT and no Retry-After: a per-user limit (kube.base.OverLimit), which
+# waiting does not lift. A 429 with Retry-After (the gateway or the API server is busy) is tried again.
+OVER_LIMIT_STATUS, OVER_LIMIT = 429, "over-limit"
 # Refusals the lifecycle must not try again: the job ends with the message.
 REFUSED = (400, 401, 403, 409, 413)
 # Worth trying again: the gateway, the hub or the API server is busy or away.

@@ -21,6 +21,11 @@ class NotFound(Exception):
     """No such job, volume or pod for this owner (it never was, it is gone, or it is not theirs)."""
 
 
+class OverLimit(Exception):
+    """The request would take its user past a per-user limit (values.yaml `limits`, K8sConfig);
+    the message names the limit and its value, and nothing was created."""
+
+
 class Driver(Protocol):
     """A one-off job's objects: its PVC and Job, the pod that runs it, the collector pod that
     reads its volume when that pod is gone, and the files in and out."""

@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 from ..config import image_for
 from . import executor, manifests, names, reasons, transfer
 from .clients import absent_on_404, delete_exactly, pull_policy
-from .base import NotFound, Schedules
+from .base import NotFound, OverLimit, Schedules
 from .driver import KubeDriver
 from .watch import WaitTimeout, first_answer, pod_events
 
@@ -100,6 +100,7 @@ class KubeSchedules(Schedules):
         definition's own state with update(), so that no run starts without inputs."""
         self.clients.api_client  # resolves the context, which the pull policy depends on
         cronjob = self.build_cronjob(definition, profile)  # refuses a bad time zone before anything exists
+        self._check_definitions_limit(definition.definition_id)
         cronjob.spec.suspend = True
         name = names.definition_name(definition.definition_id)
         pvc = manifests.make_pvc(name, self.namespace, self._labels(definition, names.COMPONENT_SCHEDULE),
@@ -111,6 +112,22 @@ class KubeSchedules(Schedules):
                                      self.clients.batch.read_namespaced_cron_job)
         except ApiException as e:
             raise self._refused(e) from None
+
+    def _check_definitions_limit(self, definition_id: str) -> None:
+        """OverLimit if the owner has K8sConfig.definitions_per_user CronJobs besides this one (a
+        retried create is not a new definition)."""
+        limit = self.cfg.definitions_per_user
+        if not limit:
+            return
+        selector = names.definition_selector("", names.COMPONENT_SCHEDULE)
+        if self.owner:
+            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
+        name = names.definition_name(definition_id)
+        theirs = [c for c in self.clients.batch.list_namespaced_cron_job(self.namespace, label_selector=selector).items
+                  if self.driver.owns(c) and c.metadata.name != name]
+        if len(theirs) >= limit:
+            raise OverLimit(f"You have {len(theirs)} job definition{'s' if len(theirs) > 1 else ''}, the most one "
+                            f"user may have (limits.definitionsPerUser: {limit}). Delete one to create another.")
 
     def update(self, definition: Definition, profile: dict) -> None:
         """Schedule, time zone, pause, parameters, formats and profile, on the existing CronJob."""

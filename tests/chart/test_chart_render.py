@@ -200,7 +200,7 @@ REQUIRED_K8S_KEYS = {
     "run_log_limit", "node_selector", "tolerations", "profiles", "default_profile",
     "cpu_request", "cpu_limit", "memory_request", "memory_limit", "schedule_concurrency_policy",
     "schedule_starting_deadline_seconds", "schedule_runs_kept", "schedule_run_max_age_seconds",
-    "schedule_import_interval_seconds",
+    "schedule_import_interval_seconds", "definitions_per_user",
 }
 
 
@@ -225,6 +225,7 @@ def test_server_config_defaults():
         "cpu_request": "250m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "1Gi",
         "schedule_concurrency_policy": "Forbid", "schedule_starting_deadline_seconds": 300,
         "schedule_runs_kept": 20, "schedule_run_max_age_seconds": 604800, "schedule_import_interval_seconds": 30,
+        "definitions_per_user": 20,
     }
 
 

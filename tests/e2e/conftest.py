@@ -43,6 +43,10 @@ def helm(*args, kubeconfig):
     return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
 
 
+# Low, so that test_fair_share_e2e reaches it; no other test has more definitions of one user.
+DEFINITIONS_PER_USER = 2
+
+
 def chart_values_for(executor_image, gateway_image, hub):
     """The values of an install on this cluster: the locally loaded images, and the test's hub.
     Stalled transfers are cut after 20 s instead of 60 (the flood test waits that long for its
@@ -53,7 +57,8 @@ def chart_values_for(executor_image, gateway_image, hub):
             "--set", "executor.image.pullPolicy=Never",
             "--set", f"gateway.image.name={gateway}", "--set", f"gateway.image.tag={gateway_tag}",
             "--set", "gateway.image.pullPolicy=Never", "--set", f"gateway.hub.apiUrl={hub.api_url}",
-            "--set", "gateway.resources.requests.cpu=50m", "--set", "gateway.idleSeconds=20"]
+            "--set", "gateway.resources.requests.cpu=50m", "--set", "gateway.idleSeconds=20",
+            "--set", f"limits.definitionsPerUser={DEFINITIONS_PER_USER}"]
 
 
 def hub_secret(core, namespace, hub):

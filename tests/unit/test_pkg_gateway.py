@@ -16,7 +16,7 @@ from jupyter_scheduler_k8s.gateway import jobs as jobs_module
 from jupyter_scheduler_k8s.gateway import schedules as schedules_module
 from jupyter_scheduler_k8s.gateway import wire
 from jupyter_scheduler_k8s.config import K8sConfig, UnknownProfileError
-from jupyter_scheduler_k8s.kube.base import NotFound
+from jupyter_scheduler_k8s.kube.base import NotFound, OverLimit
 from jupyter_scheduler_k8s.gateway.app import Gateway, GatewayConfig
 from jupyter_scheduler_k8s.gateway.base import _Limits, _refusal
 from jupyter_scheduler_k8s.gateway.jobs import _job_from_request
@@ -89,6 +89,20 @@ def test_statuses_read_back_as_the_lifecycles_errors():
         assert isinstance(_error(status, "x"), JobFailed) and not is_transient(_error(status, "x"))
     for status in wire.TRANSIENT:
         assert is_transient(_error(status, "x"))
+
+
+def test_a_per_user_limit_is_a_429_that_is_not_tried_again():
+    """Waiting lifts no limit: the client reads the refusal back as OverLimit, with the message
+    that names the limit, and tries a 429 again only when it says when (Retry-After)."""
+    from jupyter_scheduler_k8s.gateway.client import GatewayDriver, _error
+    refusal = _refusal(OverLimit("You have 2 job definitions (limits.definitionsPerUser: 2)"))
+    assert (refusal.status_code, refusal.error) == (429, wire.OVER_LIMIT)
+    error = _error(refusal.status_code, refusal.message, refusal.error)
+    assert type(error) is OverLimit and "limits.definitionsPerUser: 2" in str(error)
+    assert not isinstance(_error(429, "busy"), OverLimit)  # the gateway's or the API server's own
+    retries = GatewayDriver("http://127.0.0.1:9", "token").http.connection_pool_kw["retries"]
+    assert not retries.is_retry("PUT", 429, has_retry_after=False)
+    assert retries.is_retry("PUT", 429, has_retry_after=True) and retries.is_retry("PUT", 503)
 
 
 def test_a_refusal_never_shows_a_traceback_or_internals():

@@ -184,6 +184,7 @@ app.kubernetes.io/component: {{ . }}
   "schedule_runs_kept" (int64 .Values.schedules.runsKept)
   "schedule_run_max_age_seconds" (int64 .Values.schedules.runMaxAgeSeconds)
   "schedule_import_interval_seconds" (int64 .Values.schedules.importIntervalSeconds)
+  "definitions_per_user" (int64 .Values.limits.definitionsPerUser)
   "node_selector" ($executor.nodeSelector | default dict)
   "tolerations" ($executor.tolerations | default list)
   "default_profile" ($executor.defaultProfile | default "")
