@@ -24,8 +24,8 @@ NEEDED = [
     ("", "pods", "exec", ["create", "get"]),
     ("", "pods", "log", ["get"]),
     ("batch", "jobs", "", ["create", "get", "list", "delete"]),
-    # Job definitions (schedules.py): list finds a CronJob's runs, patch changes the schedule.
-    ("batch", "cronjobs", "", ["create", "get", "patch", "delete"]),
+    # Job definitions (kube/schedules.py): patch changes the schedule, list counts them per user.
+    ("batch", "cronjobs", "", ["create", "get", "list", "patch", "delete"]),
     ("", "events", "", ["list"]),
 ]
 

@@ -395,6 +395,8 @@ def test_delete_and_exec_only_on_backend_objects(cluster):
     ("deletecollection", "pods", JOBS_NS, False),
     ("list", "jobs.batch", JOBS_NS, True),
     ("patch", "cronjobs.batch", JOBS_NS, True),
+    ("list", "cronjobs.batch", JOBS_NS, True),
+    ("watch", "cronjobs.batch", JOBS_NS, False),
     ("update", "cronjobs.batch", JOBS_NS, False),
     ("deletecollection", "cronjobs.batch", JOBS_NS, False),
     ("list", "storageclasses.storage.k8s.io", "", True),
