@@ -12,7 +12,9 @@ def openapi(prefix: str) -> dict:
         names.COMPONENT_JOB, names.COMPONENT_COLLECTOR], "default": names.COMPONENT_JOB}}
     errors = {str(code): {"description": text} for code, text in (
         (401, "no valid JupyterHub token"), (403, "the token lacks the gateway's scope"),
-        (404, "no such job or pod for this user"), (429, "too many requests or streams at once (see Retry-After); without Retry-After, a per-user limit (limits.*) that the message names"),
+        (404, "no such job or pod for this user"),
+        (429, "too many requests or streams at once (see Retry-After); without Retry-After, a per-user "
+              "limit (limits.*) that the message names"),
         (503, "JupyterHub's or Kubernetes' API is away; try again"))}
 
     def op(summary, ok="200", extra=None, params=()):
