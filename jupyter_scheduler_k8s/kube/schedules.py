@@ -92,6 +92,13 @@ class KubeSchedules(Schedules):
     def _labels(self, d: Definition, component: str) -> dict:
         return names.definition_labels(d.definition_id, component, self.owner, d.name, self.cfg.extra_labels)
 
+    def _selector(self, definition_id: str, component: str) -> str:
+        """The owner's objects of one definition (or all) by label; owns() then checks the exact name."""
+        selector = names.definition_selector(definition_id, component)
+        if self.owner:
+            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
+        return selector
+
     def _annotations(self, d: Definition) -> dict:
         return names.annotations(self.owner, d.name, self.cfg.extra_annotations)
 
@@ -119,11 +126,9 @@ class KubeSchedules(Schedules):
         limit = self.cfg.definitions_per_user
         if not limit:
             return
-        selector = names.definition_selector("", names.COMPONENT_SCHEDULE)
-        if self.owner:
-            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
         name = names.definition_name(definition_id)
-        theirs = [c for c in self.clients.batch.list_namespaced_cron_job(self.namespace, label_selector=selector).items
+        theirs = [c for c in self.clients.batch.list_namespaced_cron_job(
+            self.namespace, label_selector=self._selector("", names.COMPONENT_SCHEDULE)).items
                   if self.driver.owns(c) and c.metadata.name != name]
         if len(theirs) >= limit:
             raise OverLimit(f"You have {len(theirs)} job definition{'s' if len(theirs) > 1 else ''}, the most one "
@@ -182,10 +187,8 @@ class KubeSchedules(Schedules):
 
     def list_runs(self, definition_id: str = "") -> list:
         """The owner's run Jobs (of one definition, or all), made by their definition's CronJob."""
-        selector = names.definition_selector(definition_id, names.COMPONENT_SCHEDULED_RUN)
-        if self.owner:
-            selector += f",{names.LABEL_USERNAME}={names.safe_slug(self.owner)}"
-        jobs = self.clients.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+        jobs = self.clients.batch.list_namespaced_job(
+            self.namespace, label_selector=self._selector(definition_id, names.COMPONENT_SCHEDULED_RUN)).items
         cronjobs = {}
         runs = []
         for job in jobs:

@@ -43,6 +43,9 @@ def helm(*args, kubeconfig):
     return subprocess.run([helm_bin, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True)
 
 
+# A schedule that never comes during a run: its runs are asked for ("Run now") or made by hand.
+NEVER_SOON = "0 0 1 1 *"
+
 # Low, so that test_fair_share_e2e reaches it; no other test has more definitions of one user.
 DEFINITIONS_PER_USER = 2
 

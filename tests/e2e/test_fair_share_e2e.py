@@ -11,12 +11,10 @@ import pytest
 
 from jupyter_scheduler_k8s.kube import names
 
-from .conftest import DEFINITIONS_PER_USER, leftovers, write_notebook
+from .conftest import DEFINITIONS_PER_USER, NEVER_SOON, leftovers, write_notebook
 from .hub import call
 
 pytestmark = pytest.mark.e2e
-
-NEVER_SOON = "0 0 1 1 *"
 
 
 def _definition(name: str) -> dict:

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from kubernetes import client
 
-from .conftest import FULLNAME, leftovers, running_pod, write_notebook
+from .conftest import FULLNAME, NEVER_SOON, leftovers, running_pod, write_notebook
 from .hub import PeakMemory, call, trickle_upload
 from .netpol import egress_allows
 
@@ -188,7 +188,7 @@ def test_one_users_flood_leaves_anothers_job_alone(gateway, hub, user_server, co
     definition = str(uuid.uuid4())  # a definition of hers, straight through the gateway (no snapshot needed)
     status, answer, _ = call(f"{gateway.api}definitions/{definition}", "PUT", token, {"definition": {
         "input_file": "nap.ipynb", "outputs": {"ipynb": "nap.ipynb"}, "log_name": "nap.log",
-        "schedule": "0 0 1 1 *", "timezone": "UTC", "active": False}})
+        "schedule": NEVER_SOON, "timezone": "UTC", "active": False}})
     assert status == 201, answer
     pod = running_pod(core, jobs_namespace, napping).metadata.name
     statuses, trickles, ready = [], [], []

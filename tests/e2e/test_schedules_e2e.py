@@ -12,12 +12,11 @@ import pytest
 
 from jupyter_scheduler_k8s.kube import names
 
-from .conftest import leftovers, wait_new_finished_runs, write_notebook
+from .conftest import NEVER_SOON, leftovers, wait_new_finished_runs, write_notebook
 
 pytestmark = pytest.mark.e2e
 
 EVERY_MINUTE = "* * * * *"
-NEVER_SOON = "0 0 1 1 *"  # once a year: the runs are asked for
 
 
 def _cronjob(batch, namespace, definition_id):
