@@ -7,6 +7,17 @@ import pytest
 
 DEFAULT_KUBECONFIG = "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig"
 
+# ci/test-all runs the cluster tiers in two lanes at once (pytest-xdist, `-n 2 --dist loadgroup`):
+# the JupyterHub install's tests, which have a namespace, releases and a hub of their own, beside
+# all the others. Both lanes mostly wait on the cluster, so together they take about as long as
+# the longer one. Tests that disturb the whole cluster hold it alone (tests/e2e/conftest.py).
+OWN_LANE = {"test_z2jh_e2e.py", "test_z2jh_browser_e2e.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("z2jh" if item.path.name in OWN_LANE else "cluster"))
+
 
 def _missing(what: str):
     # In CI a missing cluster is a failure: a skipped e2e test is not a passed one.

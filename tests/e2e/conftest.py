@@ -7,11 +7,14 @@ kubeconfig holding a token of the chart's one ServiceAccount, the gateway's, so 
 and admission policies apply to every request it makes. The admin kubeconfig is for fixtures
 and for inspecting the namespace only.
 """
+import contextlib
 import copy
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +38,29 @@ RELEASE, RELEASE_NS = "installed", "jhub-installed"
 FULLNAME = f"{RELEASE}-jupyter-scheduler-k8s"
 GATEWAY = f"{FULLNAME}-gateway"
 JOBS_NS = f"{RELEASE_NS}-jobs"
+
+
+# The two lanes' processes (tests/conftest.py) share one cluster: every test holds it shared, and a
+# test marked whole_cluster (it restarts the API server) holds it alone, from the setup of its
+# fixtures to their teardown. A reader-writer lock made of two flocks: a writer waiting at the
+# turnstile stops new readers, so it waits for the other lane's current test, not for the lane.
+CLUSTER_LOCK = Path(tempfile.gettempdir()) / "jsk8s-cluster-tests.lock"
+
+
+@contextlib.contextmanager
+def cluster_held(exclusive):
+    with open(CLUSTER_LOCK.with_suffix(".turnstile"), "a") as turnstile, open(CLUSTER_LOCK, "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not exclusive:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield   # both are released when the files close
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    with cluster_held(exclusive=item.get_closest_marker("whole_cluster") is not None):
+        yield
 
 
 def helm(*args, kubeconfig):

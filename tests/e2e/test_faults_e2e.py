@@ -147,6 +147,7 @@ def _assert_big_outputs(server, job):
     assert "wrote" in server.output(job, "log").read_text()
 
 
+@pytest.mark.whole_cluster
 def test_api_server_restarts_mid_job_and_mid_collection(make_server, core, batch, jobs_namespace):
     """kube-apiserver is killed (SIGKILL) and started again while the notebook runs, and again
     while the outputs stream back. The job completes with all of them."""
