@@ -2,21 +2,28 @@
 time, so the unit tier collects and runs on a machine with no cluster."""
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
 DEFAULT_KUBECONFIG = "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig"
 
-# ci/test-all runs the cluster tiers in two lanes at once (pytest-xdist, `-n 2 --dist loadgroup`):
-# the JupyterHub install's tests, which have a namespace, releases and a hub of their own, beside
-# all the others. Both lanes mostly wait on the cluster, so together they take about as long as
-# the longer one. Tests that disturb the whole cluster hold it alone (tests/e2e/conftest.py).
+# ci/test-all runs the cluster tiers in two lanes at once (pytest-xdist, `-n 2`): the JupyterHub
+# install's tests, which have a namespace, releases and a hub of their own, beside all the others.
+# Both lanes mostly wait on the cluster, so together they take about as long as the longer one.
+# Tests that disturb the whole cluster hold it alone (tests/e2e/conftest.py).
 OWN_LANE = {"test_z2jh_e2e.py", "test_z2jh_browser_e2e.py"}
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("z2jh" if item.path.name in OWN_LANE else "cluster"))
+def pytest_xdist_make_scheduler(config, log):
+    """Each lane is one unit of work, so it runs whole on one worker, in order. (Not `--dist
+    loadgroup` with marks: with pytest 9.2 it silently stops grouping, pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "z2jh" if Path(nodeid.split("::")[0]).name in OWN_LANE else "cluster"
+    return Lanes(config, log)
 
 
 def _missing(what: str):
@@ -116,3 +123,4 @@ def gateway_image():
 def z2jh_images():
     """The images of the JupyterHub install: user server, hub, proxy."""
     return {target: name for target, name in loaded_images().items() if target in ("user", "hub", "proxy")}
+
