@@ -41,7 +41,7 @@ JOBS_NS = f"{RELEASE_NS}-jobs"
 
 
 # The two lanes' processes (tests/conftest.py) share one cluster: every test holds it shared, and a
-# test marked whole_cluster (it restarts the API server) holds it alone, from the setup of its
+# test marked whole_cluster (it restarts the API server or fills the node) holds it alone, from the setup of its
 # fixtures to their teardown. A reader-writer lock made of two flocks: a writer waiting at the
 # turnstile stops new readers, so it waits for the other lane's current test, not for the lane.
 CLUSTER_LOCK = Path(tempfile.gettempdir()) / "jsk8s-cluster-tests.lock"
@@ -55,6 +55,12 @@ def cluster_held(exclusive):
             fcntl.flock(turnstile, fcntl.LOCK_UN)
         fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield   # both are released when the files close
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that hold the cluster alone come last in their lane, when the other lane (the
+    shorter) has most likely ended: then they wait for nobody, and nobody waits for them."""
+    items.sort(key=lambda item: item.get_closest_marker("whole_cluster") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)

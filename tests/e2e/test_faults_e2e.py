@@ -53,6 +53,7 @@ def _wait_empty(core, batch, namespace, timeout=180):
     return leftovers(core, batch, namespace)
 
 
+@pytest.mark.whole_cluster  # its 30 jobs fill the node: the other lane's pods would wait
 def test_api_faults_lose_no_job(make_server, proxy, proxied_kubeconfig, core, batch, jobs_namespace):
     """Faults on about one connection in three, for the whole life of 30 jobs: submit, the watch,
     stage-in, collection and cleanup all meet them. Every job completes with all its files."""
