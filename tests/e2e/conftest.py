@@ -41,8 +41,9 @@ JOBS_NS = f"{RELEASE_NS}-jobs"
 
 
 # The two lanes' processes (tests/conftest.py) share one cluster: every test holds it shared, and a
-# test marked whole_cluster (it restarts the API server or fills the node) holds it alone, from the setup of its
-# fixtures to their teardown. A reader-writer lock made of two flocks: a writer waiting at the
+# test marked alone holds it alone, from the setup of its fixtures to their teardown: it restarts
+# the API server or fills the node, or it is the browser's, whose steps a loaded machine makes
+# miss. A reader-writer lock made of two flocks: a writer waiting at the
 # turnstile stops new readers, so it waits for the other lane's current test, not for the lane.
 CLUSTER_LOCK = Path(tempfile.gettempdir()) / "jsk8s-cluster-tests.lock"
 
@@ -60,12 +61,12 @@ def cluster_held(exclusive):
 def pytest_collection_modifyitems(items):
     """The tests that hold the cluster alone come last in their lane, when the other lane (the
     shorter) has most likely ended: then they wait for nobody, and nobody waits for them."""
-    items.sort(key=lambda item: item.get_closest_marker("whole_cluster") is not None)
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    with cluster_held(exclusive=item.get_closest_marker("whole_cluster") is not None):
+    with cluster_held(exclusive=item.get_closest_marker("alone") is not None):
         yield
 
 

@@ -53,7 +53,7 @@ def _wait_empty(core, batch, namespace, timeout=180):
     return leftovers(core, batch, namespace)
 
 
-@pytest.mark.whole_cluster  # its 30 jobs fill the node: the other lane's pods would wait
+@pytest.mark.alone  # its 30 jobs fill the node: the other lane's pods would wait
 def test_api_faults_lose_no_job(make_server, proxy, proxied_kubeconfig, core, batch, jobs_namespace):
     """Faults on about one connection in three, for the whole life of 30 jobs: submit, the watch,
     stage-in, collection and cleanup all meet them. Every job completes with all its files."""
@@ -148,7 +148,7 @@ def _assert_big_outputs(server, job):
     assert "wrote" in server.output(job, "log").read_text()
 
 
-@pytest.mark.whole_cluster
+@pytest.mark.alone  # restarts kube-apiserver
 def test_api_server_restarts_mid_job_and_mid_collection(make_server, core, batch, jobs_namespace):
     """kube-apiserver is killed (SIGKILL) and started again while the notebook runs, and again
     while the outputs stream back. The job completes with all of them."""
