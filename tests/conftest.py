@@ -123,4 +123,3 @@ def gateway_image():
 def z2jh_images():
     """The images of the JupyterHub install: user server, hub, proxy."""
     return {target: name for target, name in loaded_images().items() if target in ("user", "hub", "proxy")}
-

@@ -43,8 +43,8 @@ JOBS_NS = f"{RELEASE_NS}-jobs"
 # The two lanes' processes (tests/conftest.py) share one cluster: every test holds it shared, and a
 # test marked alone holds it alone, from the setup of its fixtures to their teardown: it restarts
 # the API server or fills the node, or it is the browser's, whose steps a loaded machine makes
-# miss. A reader-writer lock made of two flocks: a writer waiting at the
-# turnstile stops new readers, so it waits for the other lane's current test, not for the lane.
+# miss. A reader-writer lock made of two flocks: a writer waiting at the turnstile stops new
+# readers, so it waits for the other lane's current test, not for the whole lane.
 CLUSTER_LOCK = Path(tempfile.gettempdir()) / "jsk8s-cluster-tests.lock"
 
 
