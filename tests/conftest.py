@@ -8,21 +8,27 @@ import pytest
 
 DEFAULT_KUBECONFIG = "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig"
 
-# ci/test-all runs the cluster tiers in two lanes at once (pytest-xdist, `-n 2`): the JupyterHub
-# install's tests, which have a namespace, releases and a hub of their own, beside all the others.
-# Both lanes mostly wait on the cluster, so together they take about as long as the longer one.
-# Tests that disturb the whole cluster hold it alone (tests/e2e/conftest.py).
-OWN_LANE = {"test_z2jh_e2e.py", "test_z2jh_browser_e2e.py"}
+# ci/test-all runs the cluster tiers in two lanes at once (pytest-xdist, `-n 2`): the files that
+# install releases of their own (namespaces, a hub: the z2jh install, and the chart installed and
+# uninstalled), beside all the others, which share the session's installed chart. Both lanes
+# mostly wait on the cluster, so together they take about as long as the longer one (the shared
+# install's, about 900 s against 550). Tests that disturb the whole cluster hold it alone
+# (tests/e2e/conftest.py).
+OWN_LANE = {"test_z2jh_e2e.py", "test_z2jh_browser_e2e.py", "test_chart_e2e.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Each lane is one unit of work, so it runs whole on one worker, in order. (Not `--dist
-    loadgroup` with marks: with pytest 9.2 it silently stops grouping, pytest-xdist#1386.)"""
+    """Each lane is one unit of work, so it runs whole on one worker, in order; other tiers run
+    with -n by module. (Not `--dist loadgroup` with marks: with pytest 9.2 it silently stops
+    grouping, pytest-xdist#1386.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class Lanes(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            return "z2jh" if Path(nodeid.split("::")[0]).name in OWN_LANE else "cluster"
+            path = Path(nodeid.split("::")[0])
+            if path.parent.name not in ("cluster", "e2e"):
+                return super()._split_scope(nodeid)   # the tiers without a cluster: by module
+            return "own releases" if path.name in OWN_LANE else "shared install"
     return Lanes(config, log)
 
 
