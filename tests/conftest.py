@@ -12,8 +12,7 @@ DEFAULT_KUBECONFIG = "/var/lib/jupyter-scheduler-k8s/cluster/kubeconfig"
 # install releases of their own (namespaces, a hub: the z2jh install, and the chart installed and
 # uninstalled), beside all the others, which share the session's installed chart. Both lanes
 # mostly wait on the cluster, so together they take about as long as the longer one (the shared
-# install's, about 900 s against 550). Tests that disturb the whole cluster hold it alone
-# (tests/e2e/conftest.py).
+# install's). Tests that disturb the whole cluster hold it alone (tests/e2e/conftest.py).
 OWN_LANE = {"test_z2jh_e2e.py", "test_z2jh_browser_e2e.py", "test_chart_e2e.py"}
 
 
