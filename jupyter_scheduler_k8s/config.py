@@ -211,6 +211,16 @@ class K8sConfig(LoggingConfigurable):
         message naming this limit. 0: no limit. Enforced where the Kubernetes rights are: by the
         jobs gateway on JupyterHub, by the user's server in direct mode.""")
 
+    running_jobs_per_user = Int(5, min=0, config=True, help="""
+        Jobs (and scheduled runs) of one user that run at once. More wait in a queue, shown as
+        QUEUED, and start by themselves, oldest first, as the user's running ones end. 0: no
+        limit. The queue is kept in Kubernetes (suspended Jobs, admitted by the jobs gateway),
+        so a waiting job needs neither the user's server nor the gateway that accepted it.""")
+
+    queued_jobs_per_user = Int(200, min=0, config=True, help="""
+        Jobs of one user that may wait in the queue; one more fails at once with a message
+        naming this limit, and nothing is created. 0: no limit.""")
+
     node_selector = Dict(config=True, help="nodeSelector of every job pod (a profile's adds to it).")
     tolerations = List(config=True, help="Tolerations of every job pod (a profile's add to them).")
 

@@ -23,10 +23,13 @@ NEEDED = [
     # Exec is a websocket GET upgraded to a stream: the API server checks both verbs.
     ("", "pods", "exec", ["create", "get"]),
     ("", "pods", "log", ["get"]),
-    ("batch", "jobs", "", ["create", "get", "list", "delete"]),
+    # The queue (kube/queue.py): patch admits a Job (and marks it staged), watch follows them.
+    ("batch", "jobs", "", ["create", "get", "list", "watch", "patch", "delete"]),
     # Job definitions (kube/schedules.py): patch changes the schedule, list counts them per user.
     ("batch", "cronjobs", "", ["create", "get", "list", "patch", "delete"]),
     ("", "events", "", ["list"]),
+    # The Lease that lets one gateway replica at a time admit (the client's leader election).
+    ("coordination.k8s.io", "leases", "", ["get", "create", "update"]),
 ]
 
 

@@ -3,7 +3,7 @@ that keep them in step with Kubernetes: recovery of jobs in flight (scheduler.py
 of scheduled runs (definitions.py)."""
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from jupyter_scheduler.models import Status
 from jupyter_scheduler.orm import Job
@@ -27,6 +27,16 @@ def end(db_session, job_id: str, status: Status, message: str = "", end_time: in
             query = query.filter(Job.status.in_(among))
         query.update(
             {"status": status, "end_time": end_time or get_utc_timestamp(),
+             "status_message": reasons.short(message) if message else None}, synchronize_session=False)
+        session.commit()
+
+
+def queued(db_session, job_id: str, message: Optional[str]) -> None:
+    """QUEUED with the queue's message while the job waits for a slot; IN_PROGRESS once it is
+    admitted. Only a job still in one of those two states changes: a stop wins."""
+    with db_session() as session:
+        session.query(Job).filter(Job.job_id == job_id, Job.status.in_((Status.QUEUED, Status.IN_PROGRESS))).update(
+            {"status": Status.QUEUED if message else Status.IN_PROGRESS,
              "status_message": reasons.short(message) if message else None}, synchronize_session=False)
         session.commit()
 

@@ -31,8 +31,8 @@ from .jobs.lifecycle import JobRun
 from .jobs.steps import LOG_FORMAT, NotebookJob, Outcome
 from .jobs.monitor import JobMonitor
 from .kube import names, reasons
-from .modes import make_driver
-from .records import IN_FLIGHT, STOPPED_BY_USER, Rounds, end
+from .modes import make_admitter, make_driver
+from .records import IN_FLIGHT, STOPPED_BY_USER, Rounds, end, queued
 
 
 def managed_supported_features(cls):
@@ -85,7 +85,9 @@ class K8sScheduler(Scheduler):
             self.execution_manager_class = ManagedK8sExecutionManager
         _log_to(self.log)
         self.k8s = K8sConfig(parent=self)
-        self.driver = make_driver(self.k8s)
+        self.driver = make_driver(self.k8s, queued=True)
+        # Direct mode: this server admits its user's queue (in hub mode the gateway does).
+        self.admitter = make_admitter(self.driver, self.k8s)
         self.monitor = JobMonitor(self.driver, lambda run, outcome: self.record_outcome(run.job.job_id, outcome),
                                   workers=self.worker_threads)
         # Held from a job's DB insert until the monitor tracks it, and while recovery decides:
@@ -145,7 +147,8 @@ class K8sScheduler(Scheduler):
 
     def _run_for(self, model: DescribeJob, staging_paths) -> JobRun:
         job = NotebookJob.from_staging_paths(model.job_id, staging_paths, model)
-        return JobRun(job, self.k8s, self.driver)
+        return JobRun(job, self.k8s, self.driver,
+                      on_queued=lambda message: queued(self.db_session, model.job_id, message))
 
     # ---- jobs out -----------------------------------------------------------------------------
     def _manager(self, job_id: str):
@@ -194,7 +197,9 @@ class K8sScheduler(Scheduler):
         run = self.monitor.untrack(job_id) or self._run_for(model, self.get_staging_paths(model))
         run.stop()
         end(self.db_session, job_id, Status.STOPPED, STOPPED_BY_USER, among=None)
-        if collect:
+        if collect and run.queued:  # it never ran: there is nothing to collect
+            self.monitor.in_background(lambda: self._delete_objects_quietly(job_id))
+        elif collect:
             self.monitor.in_background(lambda: self._collect_stopped(run))
 
     def _collect_stopped(self, run: JobRun) -> None:
@@ -301,6 +306,8 @@ class K8sScheduler(Scheduler):
         return self._off_the_loop(self.definitions.run_now, job_definition_id, model)
 
     def shutdown(self) -> None:
+        if self.admitter is not None:
+            self.admitter.stop()
         self.recovery.stop()
         self.definitions.imports.stop()
         self.monitor.stop()

@@ -29,6 +29,7 @@ from traitlets.config import LoggingConfigurable
 from ..config import K8sConfig
 from ..doctor import Doctor
 from ..kube.clients import Clients
+from ..kube.queue import Admitter
 from . import jobs, schedules, wire
 from .base import BaseHandler, _Calls, _Limits
 
@@ -134,6 +135,8 @@ class Gateway:
     def serve(self) -> None:
         server = self.http_server()
         server.listen(self.options.port, self.options.ip)
+        # Every replica stands for the queue's Lease; the one that holds it admits (kube/queue.py).
+        self.admitter = Admitter(self.clients, self.k8s.namespace, lambda: self.k8s.running_jobs_per_user).start()
         log.info("jobs gateway on %s:%d%s, jobs namespace %s", self.options.ip, self.options.port,
                  self.config_prefix, self.k8s.namespace)
         loop = IOLoop.current()
@@ -158,4 +161,6 @@ class Gateway:
         while self.requests:
             await asyncio.sleep(0.2)
         log.info("stopped: every request has ended")
+        if getattr(self, "admitter", None) is not None:
+            self.admitter.stop()
         IOLoop.current().stop()

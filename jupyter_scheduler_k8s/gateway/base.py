@@ -170,7 +170,7 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             raise Refusal(400, "the body is not JSON") from None
 
     def driver(self) -> KubeDriver:
-        return KubeDriver(self.gateway.k8s, self.gateway.clients, owner=self.current_user)
+        return KubeDriver(self.gateway.k8s, self.gateway.clients, owner=self.current_user, queued=True)
 
     def job_id(self, job_id: str) -> str:
         if not wire.JOB_ID.match(job_id):

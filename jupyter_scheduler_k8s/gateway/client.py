@@ -70,11 +70,12 @@ class GatewayDriver(Driver):
         return self._json("GET", wire.WHOAMI)
 
     # ---- objects -----------------------------------------------------------------------------
-    def create(self, job, profile: dict, timeout_seconds: int) -> None:
+    def create(self, job, profile: dict, timeout_seconds: int) -> bool:
         """The gateway resolves the profile by name, from its own configuration."""
-        self._json("PUT", wire.path(wire.JOB, job_id=job.job_id), body={"job": {
+        answer = self._json("PUT", wire.path(wire.JOB, job_id=job.job_id), body={"job": {
             "input_file": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
             "job_name": job.job_name, "compute_type": job.compute_type, "environment": job.environment}})
+        return bool(answer.get("inputs_wanted", True))
 
     # A job the gateway does not know (gone, or never this user's) is a 404: absent, for these.
     def read_job(self, job_id: str):

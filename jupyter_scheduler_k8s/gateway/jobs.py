@@ -74,8 +74,8 @@ class Job(BaseHandler):
         job = _job_from_request(self.job_id(job_id), self.json_body())
         profile = resolve_profile(self.gateway.k8s, job.compute_type)
         timeout = int(profile["timeout_seconds"] or 0)
-        await self.blocking(self.driver().create, job, profile, timeout)
-        self.send_json({"created": True}, status=201)
+        inputs_wanted = await self.blocking(self.driver().create, job, profile, timeout)
+        self.send_json({"created": True, "inputs_wanted": inputs_wanted}, status=201)
 
     async def get(self, job_id):
         job = await self.blocking(self.driver().read_job, self.job_id(job_id))

@@ -49,7 +49,7 @@ def definition_from_request(definition_id: str, body) -> Definition:
 
 class _DefinitionHandler(BaseHandler):
     def schedules(self) -> KubeSchedules:
-        return KubeSchedules(self.driver())
+        return KubeSchedules(self.driver(), queue_runs=True)
 
     def definition_id(self, value: str) -> str:
         if not wire.JOB_ID.match(value):
@@ -187,6 +187,9 @@ class Snapshot(Input):
             raise Refusal(404, "no such job definition")
         pod = await self.blocking(KubeSchedules(driver).holder, definition_id)
         return pod, executor.snapshot_in()
+
+    async def staged(self):
+        """A snapshot has no Job to mark: runs are made from the CronJob."""
 
 
 class RunOutput(Output):

@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from ..kube import executor, manifests, transfer
+from ..kube import executor, manifests, names, transfer
 from ..kube.driver import KubeDriver
 from . import wire
 from .base import BaseHandler, Refusal, content_length, query_component, query_number
@@ -74,8 +74,9 @@ class Log(_Stream):
 
 
 class Input(_Stream):
-    """PUT a tar stream: it goes into the job pod's `stage-in` as it arrives. Its body is read
-    only once the token is good and the pod is found; a stalled upload is cut (Progress)."""
+    """PUT a tar stream: it goes into `stage-in` in the pod that holds the job's volume as it
+    arrives, and then the Job is marked staged (the queue may admit it). Its body is read only
+    once the token is good and the pod is found; a stalled upload is cut (Progress)."""
 
     def accept_body(self):
         self.request.connection.set_max_body_size(2 ** 62)  # counted here instead, for a 413
@@ -103,7 +104,7 @@ class Input(_Stream):
     async def target(self, driver: KubeDriver):
         """The checked pod the stream goes to, and the command that reads it there."""
         job_id, pod = self.job_id(self.path_args[0]), self.pod_name(self.path_args[1])
-        await self.blocking(driver.check_pod, job_id, pod)
+        await self.blocking(driver.check_pod, job_id, pod, names.COMPONENT_COLLECTOR)
         return pod, executor.stage_in()
 
     def _too_large(self) -> Refusal:
@@ -164,8 +165,12 @@ class Input(_Stream):
         if not self.sending.done():
             await self.chunks.put(None)
         await self.sending
+        await self.staged()
         log.info("%s: upload done (%d bytes)", self.request.path, self.received)
         self.send_json({"staged": True})
+
+    async def staged(self):
+        await self.blocking(self.driver().mark_staged, self.job_id(self.path_args[0]))
 
     def on_connection_close(self):
         if hasattr(self, "gone"):

@@ -1,4 +1,5 @@
-"""The life of one notebook job on Kubernetes (docs/design.md): submit, stage in, collect, clean up.
+"""The life of one notebook job on Kubernetes (docs/design.md): submit and stage in, wait in the
+queue, run, collect, clean up.
 
 `JobRun.decide(pod)` is a pure reading of the pod's state that names the next step. What reacts to
 pod changes is separate: `JobRun.run()` drives one job synchronously (the execution manager and
@@ -14,16 +15,22 @@ from typing import Callable, Optional
 from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, UnknownProfileError, resolve_profile
-from ..kube import names, reasons, transfer
-from ..kube.base import Driver, NotFound
+from ..kube import names, queue, reasons, transfer
+from ..kube.base import Driver, NotFound, OverLimit
 from ..kube.safe_tar import UnsafeOutputError
 from ..kube.watch import WaitTimeout
 from .steps import (
-    GENERIC_FAILURES, NO_RESULT, Collect, CollectFromVolume, Fail, JobFailed, Locate, NotebookJob, Outcome, StageIn,
-    Submit, retry_transient,
+    GENERIC_FAILURES, NO_RESULT, Collect, CollectFromVolume, Fail, JobFailed, Locate, NotebookJob, Outcome, Submit,
+    retry_transient,
 )
 
 log = logging.getLogger(__name__)
+
+
+# How often a job without a pod asks what became of its Job: soon after it was submitted (is it
+# admitted, or queued?), and then, while it waits in the queue, now and then.
+LOCATE_SECONDS = 5
+QUEUED_LOCATE_SECONDS = 30
 
 
 def _age_seconds(obj) -> float:
@@ -31,13 +38,22 @@ def _age_seconds(obj) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds() if created else 0.0
 
 
+def _seconds_since_admission(job) -> float:
+    """A Job's startTime is set when it is admitted (reset when a suspended Job resumes)."""
+    started = job.status.start_time if job.status is not None else None
+    return (datetime.now(timezone.utc) - started).total_seconds() if started else _age_seconds(job)
+
+
 class JobRun:
     """One job's lifecycle. `driver` does what the steps ask of Kubernetes (kube/base.py): a KubeDriver
     in direct mode, the gateway's client in hub mode."""
 
     def __init__(self, job: NotebookJob, cfg: K8sConfig, driver: Driver,
-                 on_phase: Callable[[str], None] = lambda phase: None):
-        self.job, self.cfg, self.driver, self.on_phase = job, cfg, driver, on_phase
+                 on_phase: Callable[[str], None] = lambda phase: None,
+                 on_queued: Callable[[Optional[str]], None] = lambda message: None):
+        """on_queued(message) when the job is found waiting in the queue (and when the message
+        changes), on_queued(None) when it was admitted after that."""
+        self.job, self.cfg, self.driver, self.on_phase, self.on_queued = job, cfg, driver, on_phase, on_queued
         self.namespace = cfg.namespace
         self.name = names.object_name(job.job_id)
         try:
@@ -48,8 +64,11 @@ class JobRun:
             self.profile, self.profile_error = resolve_profile(cfg, None), str(e)
         self.timeout_seconds = int(self.profile["timeout_seconds"] or 0)
         self.created = False  # the Job and PVC exist (made by us, or found after a restart)
-        self.staged = False
+        self.staged = False  # the inputs are on the PVC
+        self.queued = None  # the message while the Job waits in the queue
+        self.located_at = time.monotonic()
         self.seen_pod = False
+        self.pod_present = False  # at the last decide()
         # Set when the server picks up a job it did not submit itself (after a restart).
         self.recovered = False
         self.pod_name = None
@@ -58,24 +77,36 @@ class JobRun:
 
     # ---- steps (each handles its own statuses) ------------------------------------------------
     def submit(self) -> None:
+        """Creates the job's objects and stages its inputs onto its volume: from then on the
+        Job needs neither this server nor the gateway, whether it runs at once or waits."""
         if self.profile_error:
             raise JobFailed(self.profile_error)
         self.on_phase("submitting")
         try:
-            self.driver.create(self.job, self.profile, self.timeout_seconds)
+            inputs_wanted = self.driver.create(self.job, self.profile, self.timeout_seconds)
         except NotFound as e:
             raise JobFailed(f"the job's Kubernetes objects belong to someone else ({e})") from None
+        except OverLimit as e:
+            raise JobFailed(str(e)) from None
         self.created = True
-        self.submitted = time.monotonic()
+        if inputs_wanted:
+            self.stage_in()
+        self.staged = True
+        self.submitted = self.located_at = time.monotonic()
+        self.on_phase("submitted")
 
-    def stage_in(self, pod: str) -> None:
+    def stage_in(self) -> None:
+        """The inputs, onto the job's volume through the pod that create() started on it."""
         self.on_phase("staging")
         files, skipped = transfer.run_files(self.job.staging_dir, self.job.package_input_folder, self.job.input_file)
         if skipped:
             log.warning("job %s: not sending links or special files: %s", self.job.job_id, ", ".join(skipped))
+        pod = self._volume_pod("the pod that stages the inputs")
         self.driver.send_inputs(self.job.job_id, pod, self.job.staging_dir, files)
-        self.staged = True
-        self.on_phase("running")
+        try:
+            self.driver.remove_collector(self.job.job_id)
+        except Exception as e:  # noqa: BLE001 - it ends by its deadline, and cleanup deletes it
+            log.info("job %s: removing the staging pod: %s", self.name, e)
 
     def collect(self, pod: str, component: str = names.COMPONENT_JOB):
         """Streams the outputs into the staging dir; returns (result, written paths)."""
@@ -103,26 +134,29 @@ class JobRun:
             self.driver.remove_collector(self.job.job_id)
 
     def _collect_through(self):
+        return self.collect(self._volume_pod("the output collector"), names.COMPONENT_COLLECTOR)
+
+    def _volume_pod(self, what: str) -> str:
+        """The name of the pod that holds the job's volume, once it runs; JobFailed if it cannot."""
         def running(p):
             problem = p is not None and (reasons.image_problem(p) or reasons.terminated_problem(p))
             if problem:
-                return Fail(f"could not start the output collector: {problem}")
+                return Fail(f"could not start {what}: {problem}")
             return p.metadata.name if reasons.container_running(p) else None
 
         try:
             answer = self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_COLLECTOR, running,
                                               self.cfg.scheduling_timeout_seconds)
         except WaitTimeout:
-            raise JobFailed("the output collector pod did not start in time") from None
+            raise JobFailed(f"{what} did not start in time") from None
         if isinstance(answer, Fail):
             raise JobFailed(answer.message)
-        return self.collect(answer, names.COMPONENT_COLLECTOR)
+        return answer
 
     def cleanup(self, outcome: Optional[Outcome] = None) -> None:
-        """Deletes the Job (and its pods) and the PVC, unless the outcome keeps the volume. Safe to
-        call any number of times. A collector pod is deleted where it was made (collect_from_volume)."""
-        self.driver.delete(self.job.job_id, keep_volume=outcome is not None and outcome.keep_volume,
-                           collector=False)
+        """Deletes the Job (and its pods), the pod on the volume if one is left (a stage-in that
+        failed) and the PVC, unless the outcome keeps the volume. Safe to call any number of times."""
+        self.driver.delete(self.job.job_id, keep_volume=outcome is not None and outcome.keep_volume)
 
     def stop(self) -> None:
         """Deletes the Job gracefully (see the driver); the PVC stays for the partial outputs."""
@@ -137,13 +171,16 @@ class JobRun:
     # ---- decisions ----------------------------------------------------------------------------
     def decide(self, pod):
         """The next step for the job's pod as observed now, or None to keep waiting."""
+        self.pod_present = pod is not None
         if pod is None:
             if not self.created and not self.recovered:
                 return Submit()
-            if self.seen_pod or self.recovered or time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
+            every = QUEUED_LOCATE_SECONDS if self.queued else LOCATE_SECONDS
+            if self.seen_pod or self.recovered or time.monotonic() - self.located_at > every:
                 return Locate()
             return None
         self.seen_pod = self.created = True
+        self._admitted()
         self.pod_name = pod.metadata.name
         problem = reasons.image_problem(pod)
         if problem:
@@ -164,12 +201,13 @@ class JobRun:
         if cs is not None and cs.ready:
             return Collect(pod.metadata.name)
         if state is not None and state.running and not self.staged:
-            return StageIn(pod.metadata.name)
+            return Locate()  # taken up after a restart: are the inputs on the volume?
         return None
 
     def locate(self):
         """Resolves Locate: the next step from the Job's and the PVC's state (API calls)."""
         self.recovered = False
+        self.located_at = time.monotonic()
         job_id = self.job.job_id
         return self.located(self.driver.read_job(job_id), lambda: self.driver.volume_exists(job_id),
                             lambda: self.driver.warning_event(job_id))
@@ -184,9 +222,19 @@ class JobRun:
             if problem:
                 return Fail(problem)
             if not (job.status and (job.status.succeeded or job.status.failed)):
-                if self.seen_pod:
+                if queue.is_staging(job):
+                    return Submit()  # the inputs never arrived (the server went away): send them
+                self.staged = True
+                if queue.is_suspended(job):
+                    self._queued(queue.queue_note(job))
+                    return None
+                self._admitted()
+                if self.seen_pod and not self.pod_present:
                     return Fail("the job pod was deleted before it finished")
-                if time.monotonic() - self.submitted > self.cfg.scheduling_timeout_seconds:
+                # The wait for a pod starts when the queue admitted the Job; one that has a pod
+                # (active) is waiting for it to be seen.
+                if not self.pod_present and not (job.status and job.status.active) \
+                        and _seconds_since_admission(job) > self.cfg.scheduling_timeout_seconds:
                     return Fail(events_problem() or "the Job created no pod in time")
                 return None
         # The Job ended, its TTL removed it, or someone deleted it (it may linger while its
@@ -194,6 +242,16 @@ class JobRun:
         if pvc_exists():
             return CollectFromVolume()
         return Fail("the Kubernetes Job and its volume no longer exist; the job's outputs are lost")
+
+    def _queued(self, message: str) -> None:
+        if message != self.queued:
+            self.queued = message
+            self.on_queued(message)
+
+    def _admitted(self) -> None:
+        if self.queued:
+            self.queued = None
+            self.on_queued(None)
 
     # ---- the end of a job -------------------------------------------------------------------
     def finish(self, step) -> Outcome:
@@ -250,11 +308,11 @@ class JobRun:
         """Waits for the next final step, staging the inputs on the way."""
         while True:
             step = self.driver.wait_for_pod(self.job.job_id, names.COMPONENT_JOB, self.decide, timeout)
-            if isinstance(step, StageIn):
-                self.stage_in(step.pod)
-            elif isinstance(step, Locate):
+            if isinstance(step, Locate):
                 step = retry_transient(self.locate)
-                if step is not None:
+                if isinstance(step, Submit):
+                    retry_transient(self.submit)
+                elif step is not None:
                     return step
             else:
                 return step

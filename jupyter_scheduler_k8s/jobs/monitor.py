@@ -21,7 +21,7 @@ from ..kube.transfer import CommandFailed
 from ..kube.watch import LIST, TICK
 from .lifecycle import JobRun
 from .steps import (
-    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, Locate, Outcome, StageIn, Submit, is_transient,
+    STEP_ATTEMPTS, Collect, CollectFromVolume, Fail, JobFailed, Locate, Outcome, Submit, is_transient,
 )
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,6 @@ class JobMonitor:
             return
         if isinstance(step, Submit):
             self._act(run, run.submit)
-        elif isinstance(step, StageIn):
-            self._act(run, lambda: run.stage_in(step.pod))
         elif isinstance(step, Locate):
             self._act(run, lambda: self._located(run))
         elif isinstance(step, (Collect, CollectFromVolume, Fail)):
@@ -136,7 +134,9 @@ class JobMonitor:
 
     def _located(self, run: JobRun) -> None:
         step = run.locate()
-        if step is not None:
+        if isinstance(step, Submit):
+            run.submit()
+        elif step is not None:
             self._finish(run, step)
 
     def _finish(self, run: JobRun, step) -> None:

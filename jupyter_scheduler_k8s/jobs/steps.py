@@ -51,12 +51,8 @@ class NotebookJob:
 # Steps named by JobRun.decide.
 @dataclass
 class Submit:
-    """The Job and its PVC are not created yet (the first try failed): create them."""
-
-
-@dataclass
-class StageIn:
-    pod: str
+    """The Job and its PVC are not created yet (the first try failed), or its inputs are not on
+    its volume yet: create what is missing and send them."""
 
 
 @dataclass

@@ -30,9 +30,10 @@ class Driver(Protocol):
     """A one-off job's objects: its PVC and Job, the pod that runs it, the collector pod that
     reads its volume when that pod is gone, and the files in and out."""
 
-    def create(self, job, profile: dict, timeout_seconds: int) -> None:
-        """The PVC and the Job of a jobs.steps.NotebookJob. Objects that exist already and
-        are the owner's count as made."""
+    def create(self, job, profile: dict, timeout_seconds: int) -> bool:
+        """The PVC and the Job of a jobs.steps.NotebookJob, and a pod that holds the PVC for
+        send_inputs; True while the inputs are still to send. Objects that exist already and
+        are the owner's count as made. OverLimit if the owner's queue is full."""
 
     def read_job(self, job_id: str):
         """The owner's Job (a V1Job), or None."""
@@ -50,7 +51,7 @@ class Driver(Protocol):
         """The job's objects, gone (safe to repeat)."""
 
     def start_collector(self, job, hold_seconds: int = 300) -> None:
-        """A pod on the job's PVC that holds it for collection."""
+        """A pod on the job's PVC that holds it for collection (create() starts it for stage-in)."""
 
     def remove_collector(self, job_id: str) -> None:
         ...
@@ -65,7 +66,8 @@ class Driver(Protocol):
         return first_answer(self.pod_events(job_id, component, min(tick, max(timeout, 1))), decide, timeout)
 
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
-        """The files under root, into the job's pod (stage-in)."""
+        """The files under root, onto the job's PVC through the pod that holds it (stage-in);
+        then the Job is marked staged, and the queue may admit it."""
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
         """The outputs, streamed into dest (kube.safe_tar); returns (result, written paths)."""

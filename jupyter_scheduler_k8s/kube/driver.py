@@ -19,8 +19,8 @@ from kubernetes.client import V1OwnerReference
 from kubernetes.client.rest import ApiException
 
 from ..config import K8sConfig, image_for
-from . import executor, manifests, names, reasons, transfer
-from .base import Driver, NotFound
+from . import executor, manifests, names, queue, reasons, transfer
+from .base import Driver, NotFound, OverLimit
 from .clients import Clients, absent_on_404, delete_exactly, pull_policy
 from .watch import LIST, TICK, WaitTimeout, pod_events
 
@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class KubeDriver(Driver):
-    def __init__(self, cfg: K8sConfig, clients: Clients, owner: Optional[str] = None):
-        self.cfg, self.clients = cfg, clients
+    """`queued`: Jobs are made suspended and wait for the queue's admitter (kube/queue.py),
+    which the gateway runs, and the user's server in direct mode under K8sScheduler."""
+
+    def __init__(self, cfg: K8sConfig, clients: Clients, owner: Optional[str] = None, queued: bool = False):
+        self.cfg, self.clients, self.queued = cfg, clients, queued
         self.namespace = cfg.namespace
         self.owner = cfg.username if owner is None else owner
         self._uids: Dict[Tuple[str, str], str] = {}  # (kind, job id) -> uid of the owner's object
@@ -60,15 +63,17 @@ class KubeDriver(Driver):
 
     # ---- objects ----------------------------------------------------------------------------
     def build_objects(self, job, profile: dict, timeout_seconds: int):
-        """The PVC and the Job for a jobs.steps.NotebookJob, with this driver's owner."""
+        """The PVC and the Job for a jobs.steps.NotebookJob, with this driver's owner. The Job is
+        marked as staging until its inputs are on the PVC, and, queued, made suspended."""
         name = names.object_name(job.job_id)
         labels = names.labels(job.job_id, names.COMPONENT_JOB, self.owner, job.job_name, self.cfg.extra_labels)
         annotations = names.annotations(self.owner, job.job_name, self.cfg.extra_annotations)
         pvc = manifests.make_pvc(name, self.namespace, labels, annotations, self.cfg.storage_size,
                                  self.cfg.storage_class)
+        job_annotations = {**annotations, names.ANNOTATION_STAGING: "inputs"}
         p = profile
         k8s_job = manifests.make_job(
-            name, self.namespace, labels, annotations,
+            name, self.namespace, labels, job_annotations, suspend=self.queued,
             image=image_for(self.cfg, job.environment),
             pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
             spec=executor.spec(job.input_file, job.outputs, job.parameters, self.cfg.collect_hold_seconds),
@@ -78,18 +83,45 @@ class KubeDriver(Driver):
             timeout_seconds=timeout_seconds, ttl_seconds=self.cfg.job_ttl_seconds)
         return pvc, k8s_job
 
-    def create(self, job, profile: dict, timeout_seconds: int) -> None:
-        """Creates the job's PVC and Job. Objects that exist already and are this owner's count as
-        made (a retried or restarted submit); another owner's are a NotFound."""
+    def create(self, job, profile: dict, timeout_seconds: int) -> bool:
+        """Creates the job's PVC, its Job (staging, suspended if queued) and the pod that holds
+        the PVC for stage-in (send_inputs); True while the inputs are still to send. Objects that exist already and are this owner's
+        count as made (a retried or restarted submit); another owner's are a NotFound. OverLimit,
+        with nothing created, if the owner already has limits.queuedJobsPerUser jobs waiting."""
         self.clients.api_client  # resolves the context, which the pull policy depends on
         pvc, k8s_job = self.build_objects(job, profile, timeout_seconds)
+        k8s_job.metadata.annotations[names.ANNOTATION_QUEUED_AT] = queue.now_stamp()  # the queue's order
+        if self.queued:
+            self._check_queue_limit(k8s_job.metadata.name)
         # If the Job's create fails, the PVC stays for the next try; a job that fails for good
         # has both deleted by name.
-        self._remember("pvc", job.job_id, self.create_owned(
+        pvc = self._remember("pvc", job.job_id, self.create_owned(
             self.clients.core.create_namespaced_persistent_volume_claim, pvc,
             self.clients.core.read_namespaced_persistent_volume_claim))
-        self._remember("job", job.job_id, self.create_owned(
+        k8s_job = self._remember("job", job.job_id, self.create_owned(
             self.clients.batch.create_namespaced_job, k8s_job, self.clients.batch.read_namespaced_job))
+        if not queue.is_staging(k8s_job):
+            return False  # a retried submit, after the inputs were sent
+        self._hold_volume(job, pvc, self.cfg.scheduling_timeout_seconds + 60)
+        return True
+
+    def _check_queue_limit(self, name: str) -> None:
+        limit = self.cfg.queued_jobs_per_user
+        if not limit:
+            return
+        jobs = self.clients.batch.list_namespaced_job(self.namespace, label_selector=names.queue_selector(self.owner))
+        waiting = [j for j in jobs.items if self.owns(j) and j.metadata.name != name and queue.is_suspended(j)
+                   and j.metadata.deletion_timestamp is None]
+        if len(waiting) >= limit:
+            raise OverLimit(f"You have {len(waiting)} job{'s' if len(waiting) > 1 else ''} waiting to run, the most "
+                            f"one user may have queued (limits.queuedJobsPerUser: {limit}). Wait for some to start, "
+                            f"or stop some, to submit another.")
+
+    def mark_staged(self, job_id: str) -> None:
+        """The job's inputs are on its PVC: its Job may be admitted now."""
+        if self.read_job(job_id) is None:
+            raise NotFound(f"the Job of job {job_id} is gone")
+        self.clients.batch.patch_namespaced_job(names.object_name(job_id), self.namespace, queue.staged_patch())
 
     def create_owned(self, create, body, read):
         """Creates `body`; if its name is taken by this owner's object (a retried create), that
@@ -160,6 +192,11 @@ class KubeDriver(Driver):
         pvc = self.read_volume(job.job_id)
         if pvc is None:
             raise NotFound(f"the volume of job {job.job_id} is gone")
+        self._hold_volume(job, pvc, hold_seconds)
+
+    def _hold_volume(self, job, pvc, hold_seconds: int) -> None:
+        """The pod that holds the job's PVC (named and labelled the collector): to stage the inputs
+        in before the Job runs, and to read the outputs when the Job's pod ended uncollected."""
         self.create_pod_on_volume(
             names.collector_name(job.job_id), pvc,
             names.labels(job.job_id, names.COMPONENT_COLLECTOR, self.owner, job.job_name, self.cfg.extra_labels),
@@ -242,9 +279,11 @@ class KubeDriver(Driver):
 
     # ---- transfer ----------------------------------------------------------------------------
     def send_inputs(self, job_id: str, pod_name: str, root: str, files: Iterable[str]) -> None:
-        self.check_pod(job_id, pod_name)
+        """The files, onto the job's PVC through the pod that holds it; then the Job may run."""
+        self.check_pod(job_id, pod_name, names.COMPONENT_COLLECTOR)
         transfer.send_files(self.clients.core, self.namespace, pod_name, manifests.CONTAINER,
                             executor.stage_in(), root, files)
+        self.mark_staged(job_id)
 
     def receive_outputs(self, job_id: str, pod_name: str, component: str, dest: str, size_limit: int):
         """Streams the outputs into dest (safe_tar); returns (result, written paths)."""

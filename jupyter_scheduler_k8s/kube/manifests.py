@@ -93,8 +93,9 @@ def _pod_spec(*, image: str, pull_policy: Optional[str], command: List[str], env
 def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dict[str, str], *,
              image: str, pull_policy: Optional[str], spec: dict, container_resources: V1ResourceRequirements,
              node_selector: Optional[Dict[str, str]] = None, tolerations: Optional[List[dict]] = None,
-             timeout_seconds: int = 0, ttl_seconds: Optional[int] = None) -> V1Job:
-    """The Job that runs one notebook. `spec` is the executor spec (docs/design.md)."""
+             timeout_seconds: int = 0, ttl_seconds: Optional[int] = None, suspend: bool = False) -> V1Job:
+    """The Job that runs one notebook. `spec` is the executor spec (docs/design.md). A suspended
+    Job makes no pod until the queue admits it (kube/queue.py)."""
     # The pod turns Ready once result.json exists: the server's watch learns that outputs are
     # waiting without polling the pod.
     probe = V1Probe(_exec=V1ExecAction(command=["test", "-e", executor.RESULT_FILE]),
@@ -108,7 +109,7 @@ def make_job(name: str, namespace: str, labels: Dict[str, str], annotations: Dic
         api_version="batch/v1", kind="Job",
         metadata=V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
                               annotations=dict(annotations) or None),
-        spec=_job_spec(labels, annotations, pod_spec, timeout_seconds, ttl_seconds),
+        spec=_job_spec(labels, annotations, pod_spec, timeout_seconds, ttl_seconds, suspend),
     )
 
 
@@ -122,9 +123,10 @@ def _executor_env(spec: dict) -> List[V1EnvVar]:
     ]
 
 
-def _job_spec(labels, annotations, pod_spec: V1PodSpec, timeout_seconds: int, ttl_seconds: Optional[int]) -> V1JobSpec:
+def _job_spec(labels, annotations, pod_spec: V1PodSpec, timeout_seconds: int, ttl_seconds: Optional[int],
+              suspend: bool = False) -> V1JobSpec:
     return V1JobSpec(
-        backoff_limit=0, ttl_seconds_after_finished=ttl_seconds,
+        suspend=suspend or None, backoff_limit=0, ttl_seconds_after_finished=ttl_seconds,
         # The pod's own deadline fires first and says DeadlineExceeded on the pod; this one is
         # a backstop for a pod stuck before it starts.
         active_deadline_seconds=(timeout_seconds + 60) if timeout_seconds else None,
@@ -147,10 +149,11 @@ def make_cronjob(name: str, namespace: str, labels: Dict[str, str], annotations:
                  image: str, pull_policy: Optional[str], spec: dict, retention: dict,
                  container_resources: V1ResourceRequirements, node_selector: Optional[Dict[str, str]] = None,
                  tolerations: Optional[List[dict]] = None, timeout_seconds: int = 0,
-                 ttl_seconds: Optional[int] = None) -> V1CronJob:
+                 ttl_seconds: Optional[int] = None, suspend_runs: bool = False) -> V1CronJob:
     """A job definition's CronJob. Its pods mount the definition's volume (named like the CronJob)
     and run `jsk8s-executor scheduled-run`, which stages from the volume's snapshot: no server is
-    needed. `retention` is the executor's JSK8S_SCHEDULE (docs/design.md, "Schedules")."""
+    needed. `retention` is the executor's JSK8S_SCHEDULE (docs/design.md, "Schedules"). With
+    `suspend_runs` its runs are made suspended and wait for the queue like any job."""
     env = _executor_env(spec) + [
         V1EnvVar(name=executor.SCHEDULE_ENV, value=json.dumps(retention, sort_keys=True)),
         V1EnvVar(name=executor.RUN_NAME_ENV, value_from=V1EnvVarSource(
@@ -174,7 +177,7 @@ def make_cronjob(name: str, namespace: str, labels: Dict[str, str], annotations:
             successful_jobs_history_limit=history_limit, failed_jobs_history_limit=history_limit,
             job_template=V1JobTemplateSpec(
                 metadata=V1ObjectMeta(labels=dict(run_labels), annotations=dict(annotations) or None),
-                spec=_job_spec(run_labels, annotations, pod_spec, timeout_seconds, ttl_seconds),
+                spec=_job_spec(run_labels, annotations, pod_spec, timeout_seconds, ttl_seconds, suspend_runs),
             ),
         ),
     )

@@ -11,6 +11,12 @@ LABEL_USERNAME = "hub.jupyter.org/username"
 LABEL_DEFINITION_ID = "scheduler.jupyter.org/job-definition-id"
 ANNOTATION_JOB_NAME = "scheduler.jupyter.org/job-name"
 ANNOTATION_USERNAME = "hub.jupyter.org/username"
+# The queue (kube/queue.py). A job's Job is made suspended, marked STAGING until its inputs are on
+# its volume; QUEUED_AT orders a user's jobs (creationTimestamp has whole seconds); the admitter
+# writes WAITING, the user's status message while the Job waits for a slot.
+ANNOTATION_STAGING = "scheduler.jupyter.org/staging"
+ANNOTATION_QUEUED_AT = "scheduler.jupyter.org/queued-at"
+ANNOTATION_WAITING = "scheduler.jupyter.org/waiting"
 
 COMPONENT_JOB = "notebook-job"
 COMPONENT_COLLECTOR = "output-collector"
@@ -86,6 +92,12 @@ def job_selector(job_id: str) -> str:
 
 def all_jobs_selector() -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def queue_selector(username: str = "") -> str:
+    """The Jobs the queue admits: one-off jobs and scheduled runs (of one user, or of all)."""
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_JOB},{COMPONENT_SCHEDULED_RUN})"
+    return selector + (f",{LABEL_USERNAME}={safe_slug(username)}" if username else "")
 
 
 def labels(job_id: str, component: str, username: str = "", job_name: str = "", extra=None) -> dict:

@@ -61,9 +61,12 @@ def is_finished(job) -> bool:
 
 
 class KubeSchedules(Schedules):
-    def __init__(self, driver: KubeDriver):
+    """`queue_runs`: runs are made suspended and wait in the queue (kube/queue.py). The gateway
+    sets it; in direct mode the admitter is the user's server, which a run must not need."""
+
+    def __init__(self, driver: KubeDriver, queue_runs: bool = False):
         self.driver, self.cfg, self.clients = driver, driver.cfg, driver.clients
-        self.namespace, self.owner = driver.namespace, driver.owner
+        self.namespace, self.owner, self.queue_runs = driver.namespace, driver.owner, queue_runs
 
     # ---- the objects ---------------------------------------------------------------------------
     def build_cronjob(self, definition: Definition, profile: dict):
@@ -83,7 +86,7 @@ class KubeSchedules(Schedules):
             history_limit=self.cfg.schedule_runs_kept, ttl_seconds=self.cfg.schedule_run_max_age_seconds,
             image=image_for(self.cfg, d.environment),
             pull_policy=pull_policy(self.cfg.image_pull_policy, self.clients.context_name),
-            spec=spec, retention=retention,
+            spec=spec, retention=retention, suspend_runs=self.queue_runs,
             container_resources=manifests.resources(p["cpu_request"], p["cpu_limit"], p["memory_request"],
                                                     p["memory_limit"], int(p["gpu"] or 0)),
             node_selector=p["node_selector"], tolerations=p["tolerations"],

@@ -41,6 +41,9 @@ def used_rules():
             assert verb in _VERBS and resource in _RESOURCES, f"{path.name}: {verb}_namespaced_{resource} is not mapped"
             used.setdefault(_RESOURCES[resource], set()).update(_VERBS[verb])
     used[("", "pods")].add("watch")  # watch.pod_events streams list_namespaced_pod
+    used[("batch", "jobs")].add("watch")  # the queue's Admitter streams list_namespaced_job
+    # The official client's leader election (kube/queue.py) reads, creates and replaces its Lease.
+    used[("coordination.k8s.io", "leases")] = {"get", "create", "update"}
     return used
 
 
@@ -200,7 +203,7 @@ REQUIRED_K8S_KEYS = {
     "run_log_limit", "node_selector", "tolerations", "profiles", "default_profile",
     "cpu_request", "cpu_limit", "memory_request", "memory_limit", "schedule_concurrency_policy",
     "schedule_starting_deadline_seconds", "schedule_runs_kept", "schedule_run_max_age_seconds",
-    "schedule_import_interval_seconds", "definitions_per_user",
+    "schedule_import_interval_seconds", "definitions_per_user", "running_jobs_per_user", "queued_jobs_per_user",
 }
 
 
@@ -225,7 +228,7 @@ def test_server_config_defaults():
         "cpu_request": "250m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "1Gi",
         "schedule_concurrency_policy": "Forbid", "schedule_starting_deadline_seconds": 300,
         "schedule_runs_kept": 20, "schedule_run_max_age_seconds": 604800, "schedule_import_interval_seconds": 30,
-        "definitions_per_user": 20,
+        "definitions_per_user": 20, "running_jobs_per_user": 5, "queued_jobs_per_user": 200,
     }
 
 

@@ -8,12 +8,12 @@ from jupyter_scheduler.models import DescribeJob
 from kubernetes.client.rest import ApiException
 from traitlets.config import Config
 
-from jupyter_scheduler_k8s.kube import reasons, transfer
+from jupyter_scheduler_k8s.kube import names, reasons, transfer
 from jupyter_scheduler_k8s.config import K8sConfig
 from jupyter_scheduler_k8s.kube.driver import KubeDriver
 from jupyter_scheduler_k8s.jobs.lifecycle import JobRun
 from jupyter_scheduler_k8s.jobs.steps import (
-    Collect, CollectFromVolume, Fail, JobFailed, Locate, NotebookJob, Outcome, StageIn, Submit,
+    Collect, CollectFromVolume, Fail, JobFailed, Locate, NotebookJob, Outcome, Submit,
 )
 from jupyter_scheduler_k8s.kube.transfer import log_tail_bytes
 from jupyter_scheduler_k8s.kube.safe_tar import UnsafeOutputError
@@ -117,9 +117,10 @@ def test_from_staging_paths_does_not_alias_the_models_parameters():
 
 # ---- JobRun.decide ----------------------------------------------------------------------------------
 
-def test_decide_running_not_staged_is_stage_in():
+def test_decide_a_running_pod_this_run_did_not_stage_asks_whether_its_inputs_came():
+    """Taken up after a restart: the Job says whether the inputs are on the volume (located)."""
     run = make_run()
-    assert run.decide(h.pod(h.running_status())) == StageIn("jsk8s-job-abcde")
+    assert run.decide(h.pod(h.running_status())) == Locate()
     assert run.pod_name == "jsk8s-job-abcde"
 
 
@@ -249,6 +250,64 @@ def test_located_job_without_a_pod_for_too_long_names_the_newest_warning():
     assert step == Fail("FailedCreate: exceeded quota")
 
 
+def _now(seconds_ago: float = 0) -> str:
+    from datetime import datetime, timedelta, timezone
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_located_the_wait_for_a_pod_starts_when_the_queue_admits_the_job():
+    """Created long ago but admitted just now (startTime is reset on admission): no timeout yet."""
+    run = make_run({"scheduling_timeout_seconds": 60})
+    assert _located(run, h.job([], status={}, start_time=_now(5))) is None
+    assert _located(run, h.job([], status={}, start_time=_now(120)), events="") == Fail(
+        "the Job created no pod in time")
+
+
+def test_located_a_job_whose_inputs_never_came_is_submitted_again():
+    """The server went away during stage-in: the Job is still marked; the inputs are sent again."""
+    run = make_run()
+    run.recovered = True
+    staging = h.job([], status={}, suspend=True, annotations={names.ANNOTATION_STAGING: "inputs"})
+    assert _located(run, staging) == Submit()
+    assert not run.staged
+
+
+def test_located_a_queued_job_waits_and_says_why_then_runs():
+    said = []
+    run = make_run()
+    run.on_queued = said.append
+    note = "waiting: 2 of your jobs are running, the most that run at once (limits.runningJobsPerUser: 2)"
+    queued = h.job([], status={}, suspend=True, annotations={names.ANNOTATION_WAITING: note}, start_time=None)
+    assert _located(run, queued) is None
+    assert _located(run, queued) is None  # said once
+    assert said == [note] and run.queued == note and run.staged
+    # Waiting, it asks the API now and then, not at every tick.
+    assert run.decide(None) is None
+    run.located_at -= 31
+    assert run.decide(None) == Locate()
+    # Admitted: IN_PROGRESS again, and its pod is awaited from the admission on.
+    assert _located(run, h.job([], status={}, start_time=_now(1))) is None
+    assert said == [note, None] and run.queued is None
+
+
+def test_located_a_queued_job_before_the_admitter_wrote_why():
+    said = []
+    run = make_run()
+    run.on_queued = said.append
+    assert _located(run, h.job([], status={}, suspend=True, start_time=None)) is None
+    assert said == ["waiting in the queue to start"]
+
+
+def test_a_pod_seen_ends_the_wait_in_the_queue():
+    said = []
+    run = make_run()
+    run.on_queued = said.append
+    run.queued = "waiting"
+    run.staged = True
+    assert run.decide(h.pod(h.running_status())) is None
+    assert said == [None]
+
+
 def test_located_deadline_on_the_job_is_a_timeout():
     run = make_run({"timeout_seconds": 30})
     step = _located(run, h.job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]))
@@ -323,8 +382,10 @@ def test_build_objects_uses_the_profile_and_the_environment():
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-ssd",
                  "resources": {"requests": {"storage": "5Gi"}}},
     }
+    # The Job may not run until its inputs are on the volume; unqueued (no admitter), it is not suspended.
     assert k8s_job["metadata"] == {"name": name, "namespace": "jupyter-jobs", "labels": labels,
-                                   "annotations": annotations}
+                                   "annotations": {**annotations, "scheduler.jupyter.org/staging": "inputs"}}
+    assert "suspend" not in k8s_job["spec"]
     assert k8s_job["spec"]["ttlSecondsAfterFinished"] == 120
     assert k8s_job["spec"]["activeDeadlineSeconds"] == 7260
     pod_spec = k8s_job["spec"]["template"]["spec"]
@@ -349,6 +410,14 @@ def test_build_objects_uses_the_profile_and_the_environment():
         "cell_timeout": None,
         "collect_hold_seconds": 900,
     }
+
+
+def test_build_objects_queued_makes_the_job_suspended():
+    run = make_run(CFG)
+    run.driver.queued = True
+    _, k8s_job = run.driver.build_objects(run.job, run.profile, run.timeout_seconds)
+    assert k8s_job.spec.suspend is True
+    assert k8s_job.metadata.annotations["scheduler.jupyter.org/staging"] == "inputs"
 
 
 def test_build_objects_default_profile_and_image():
@@ -527,7 +596,8 @@ def test_cleanup_keeps_the_volume_when_the_outcome_says_so(keep):
     driver = Deletes()
     run = JobRun(NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()), K8sConfig(), driver)
     run.cleanup(Outcome("failed", "x", keep_volume=keep))
-    assert driver.calls == [(JOB_ID, keep, False)]
+    # The pod on the volume too: a stage-in that failed may have left it.
+    assert driver.calls == [(JOB_ID, keep, True)]
 
 
 def test_collect_keeps_the_outputs_when_release_is_killed(monkeypatch):
@@ -550,7 +620,7 @@ def test_an_evicted_pod_is_collected_from_its_volume_and_the_message_names_the_e
     stopped or timed out."""
     from .data_pkg.recorded import recorded
     running, terminating, ended = (recorded(f"evicted-pod-{state}") for state in ("running", "terminating", "ended"))
-    assert make_run().decide(running) == StageIn(running.metadata.name)
+    assert make_run().decide(running) == Locate()
     step = make_run().decide(ended)
     assert isinstance(step, CollectFromVolume)
     result = {"status": "failed", "outputs": ["report-out.ipynb"], "side_effects": [],

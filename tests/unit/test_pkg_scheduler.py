@@ -77,6 +77,7 @@ class RacingRun:
         self.selector = "test"
         self.volume = True  # the monitor's cleanup deletes it once the outputs are in
         self.collected, self.stopped = [], 0
+        self.queued = None  # it ran: a stop collects
 
     def stop(self):
         self.stopped += 1

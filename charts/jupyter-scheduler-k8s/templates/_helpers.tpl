@@ -185,6 +185,8 @@ app.kubernetes.io/component: {{ . }}
   "schedule_run_max_age_seconds" (int64 .Values.schedules.runMaxAgeSeconds)
   "schedule_import_interval_seconds" (int64 .Values.schedules.importIntervalSeconds)
   "definitions_per_user" (int64 .Values.limits.definitionsPerUser)
+  "running_jobs_per_user" (int64 .Values.limits.runningJobsPerUser)
+  "queued_jobs_per_user" (int64 .Values.limits.queuedJobsPerUser)
   "node_selector" ($executor.nodeSelector | default dict)
   "tolerations" ($executor.tolerations | default list)
   "default_profile" ($executor.defaultProfile | default "")

@@ -171,16 +171,21 @@ def pod(status: dict, **kwargs):
     return deserialize(pod_dict(copy.deepcopy(status), **kwargs), "V1Pod")
 
 
-def job(conditions: list, *, status: dict = None, deleting: bool = False):
+def job(conditions: list, *, status: dict = None, deleting: bool = False, suspend: bool = False,
+        annotations: dict = None, name: str = "jsk8s-job", created: str = CREATED, start_time: str = CREATED):
     """A kubernetes.client.V1Job: by default one that failed; `status` replaces its counts."""
-    metadata = {"name": "jsk8s-job", "namespace": "jupyter-jobs", "creationTimestamp": CREATED}
+    metadata = {"name": name, "namespace": "jupyter-jobs", "creationTimestamp": created,
+                "annotations": dict(annotations or {})}
     if deleting:
         metadata.update(deletionTimestamp=CREATED, finalizers=["foregroundDeletion"])
+    status = {"conditions": conditions, **({"failed": 1} if status is None else status)}
+    if start_time:
+        status["startTime"] = start_time
     return deserialize({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
-        "spec": {"backoffLimit": 0, "template": {"spec": {"containers": [{"name": "executor", "image": IMAGE}],
-                                                          "restartPolicy": "Never"}}},
-        "status": {"conditions": conditions, "startTime": CREATED, **({"failed": 1} if status is None else status)},
+        "spec": {"backoffLimit": 0, "suspend": suspend,
+                 "template": {"spec": {"containers": [{"name": "executor", "image": IMAGE}], "restartPolicy": "Never"}}},
+        "status": status,
     }, "V1Job")
