@@ -235,7 +235,8 @@ def running_pod(core, namespace, job_id, timeout=120):
     from jupyter_scheduler_k8s.kube import names
     deadline = time.monotonic() + timeout
     while True:
-        pods = core.list_namespaced_pod(namespace, label_selector=names.job_selector(job_id)).items
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=f"{names.job_selector(job_id)},{names.LABEL_COMPONENT}={names.COMPONENT_JOB}").items
         running = [p for p in pods if p.status.phase == "Running"]
         if running:
             return running[0]

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from jupyter_scheduler_k8s.kube import names
+
 from .conftest import ROOT, leftovers, pod_exec, write_notebook
 from .faultproxy import BLACKHOLE, FAULTS, FAULTY, PASS, FaultProxy
 
@@ -85,7 +87,8 @@ def test_black_holed_api_server_does_not_freeze_the_jupyter_server(make_server, 
     job_id = server.create_job("sleepy.ipynb")
     server.wait(job_id, until=("IN_PROGRESS",))
     deadline = time.monotonic() + 120
-    while not [p for p in core.list_namespaced_pod(jobs_namespace).items if p.status.phase == "Running"]:
+    while not [p for p in core.list_namespaced_pod(jobs_namespace, label_selector=f"{names.LABEL_COMPONENT}="
+                                                   f"{names.COMPONENT_JOB}").items if p.status.phase == "Running"]:
         assert time.monotonic() < deadline, "the job's pod never ran"
         time.sleep(0.5)
     proxy.mode = BLACKHOLE

@@ -9,6 +9,8 @@ import urllib.error
 import nbformat
 import pytest
 
+from jupyter_scheduler_k8s.kube import names
+
 from .conftest import leftovers, wait_log, write_notebook
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +21,8 @@ GPU_PROFILES = {"cpu": {"cpu_request": "100m"}, "one-gpu": {"gpu": 1}, "two-gpus
 def _wait_pods_running(core, namespace, count=1, timeout=90):
     deadline = time.monotonic() + timeout
     while True:
-        pods = [p for p in core.list_namespaced_pod(namespace).items if p.status.phase == "Running"]
+        pods = [p for p in core.list_namespaced_pod(namespace, label_selector=JOB_PODS).items
+                if p.status.phase == "Running"]
         if len(pods) >= count:
             return pods
         assert time.monotonic() < deadline, f"fewer than {count} running job pods"
@@ -27,6 +30,8 @@ def _wait_pods_running(core, namespace, count=1, timeout=90):
 
 
 HOLD = "e2e.jupyter-scheduler-k8s/hold"
+# Job pods, not the pod that holds a job's volume while its inputs are staged.
+JOB_PODS = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
 
 
 def _wait_no_pod(core, namespace, selector, timeout=90):

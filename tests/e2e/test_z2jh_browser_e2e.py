@@ -21,6 +21,10 @@ from .z2jh import ENVIRONMENT_NAMES, JOBS_NS, PROFILES
 
 pytestmark = pytest.mark.e2e
 USER = "carol"
+
+
+def _job_pods(job_id: str) -> str:
+    return f"{names.LABEL_JOB_ID}={job_id},{names.LABEL_COMPONENT}={names.COMPONENT_JOB}"
 ENVIRONMENT, PROFILE = ENVIRONMENT_NAMES[1], "small"   # not the defaults: the choice must carry
 assert PROFILE != next(iter(PROFILES))
 OUTPUT = "hello from a Kubernetes Job"
@@ -154,7 +158,7 @@ def test_a_user_runs_stops_and_schedules_notebooks_from_jupyterlab(jupyterhub, c
             job = user.job(job_id)
             assert (job["runtime_environment_name"], job["compute_type"]) == (ENVIRONMENT, PROFILE), job
             # The profile reached Kubernetes: the job's pod has its resources.
-            pod = _wait(lambda: core.list_namespaced_pod(JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={job_id}").items,
+            pod = _wait(lambda: core.list_namespaced_pod(JOBS_NS, label_selector=_job_pods(job_id)).items,
                         120, f"no pod for job {job_id}")[0]
             limits = pod.spec.containers[0].resources.limits
             assert limits["memory"] == PROFILES[PROFILE]["resources"]["limits"]["memory"], limits
@@ -195,7 +199,7 @@ def test_a_user_runs_stops_and_schedules_notebooks_from_jupyterlab(jupyterhub, c
             page.get_by_text('Your job "slow" has been created').wait_for(timeout=60_000)
             slow_id = _job_id(user, "slow")
             _wait(lambda: any(p.status.phase == "Running" for p in core.list_namespaced_pod(
-                JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={slow_id}").items), 180, "the slow job's pod is not running")
+                JOBS_NS, label_selector=_job_pods(slow_id)).items), 180, "the slow job's pod is not running")
             row = _job_row(page, "slow", "In progress", 60)
 
         with browser.step("slow job stopped from the job list") as page:

@@ -69,7 +69,8 @@ def _job_objects(batch, job_id, timeout=60):
 
 def _job_pod(core, job_id, timeout=120) -> str:
     deadline = time.monotonic() + timeout
-    while not (pods := core.list_namespaced_pod(JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={job_id}").items):
+    while not (pods := core.list_namespaced_pod(JOBS_NS, label_selector=f"{names.LABEL_JOB_ID}={job_id},"
+                                                f"{names.LABEL_COMPONENT}={names.COMPONENT_JOB}").items):
         assert time.monotonic() < deadline, f"no pod for job {job_id}"
         time.sleep(0.5)
     return pods[0].metadata.name
