@@ -14,6 +14,7 @@ import nbformat
 import pytest
 from kubernetes import client
 
+from jupyter_scheduler_k8s.kube import names
 
 from .conftest import leftovers, running_pod, upgrade_chart, wait_log, write_notebook
 from .hub import call, job_endpoints
@@ -168,9 +169,17 @@ def _limits(gateway, hub, user_server, core, batch, jobs_namespace):
     small = server.create_job("small.ipynb")
     pod = running_pod(core, jobs_namespace, small).metadata.name
     wait_log(core, jobs_namespace, pod, "staged and running")  # the real stage-in is done
-    status, answer, _ = call(f"{gateway.api}jobs/{small}/pods/{pod}/input", "PUT", server.hub_token,
+    # Uploads go to the pod that holds the job's volume: one more, started through the API.
+    assert call(f"{gateway.api}jobs/{small}/collector", "POST", server.hub_token, {})[0] == 201
+    holder = names.collector_name(small)
+    deadline = time.monotonic() + 60
+    while core.read_namespaced_pod(holder, jobs_namespace).status.phase != "Running":
+        assert time.monotonic() < deadline, "the holder pod did not start"
+        time.sleep(0.5)
+    status, answer, _ = call(f"{gateway.api}jobs/{small}/pods/{holder}/input", "PUT", server.hub_token,
                              iter([b"x" * 2 ** 20] * 18), headers={"X-Jsk8s-Input-Bytes": "10"})
     assert status == 413 and "4096" in answer["message"], answer
+    assert call(f"{gateway.api}jobs/{small}/collector", "DELETE", server.hub_token)[0] == 204
     assert server.wait(small, timeout=120)["status"] == "COMPLETED"
     write_notebook(str(server.root / "big.ipynb"), "x = 1  # " + "padding " * 2000)
     job = server.wait(server.create_job("big.ipynb"), timeout=120)
