@@ -4,6 +4,8 @@ direct mode). Over a limit the request is refused with a message that names the 
 value, and nothing is created. (The session's install sets limits.definitionsPerUser to 2:
 conftest.chart_values_for.)"""
 import json
+import threading
+import time
 import urllib.error
 import uuid
 
@@ -11,7 +13,7 @@ import pytest
 
 from jupyter_scheduler_k8s.kube import names
 
-from .conftest import DEFINITIONS_PER_USER, NEVER_SOON, leftovers, write_notebook
+from .conftest import DEFINITIONS_PER_USER, NEVER_SOON, leftovers, upgrade_chart, write_notebook
 from .hub import call
 
 pytestmark = pytest.mark.e2e
@@ -86,4 +88,138 @@ def test_in_direct_mode_the_server_enforces_the_limit(make_server, core, batch, 
     assert [d["job_definition_id"] for d in server.request("GET", "/scheduler/job_definitions")["job_definitions"]] == [first]
     assert len(_theirs(batch, core, jobs_namespace, "limited-user")[0]) == 1
     server.delete_definition(first)
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+# ---- the queue: limits.runningJobsPerUser and limits.queuedJobsPerUser ----------------------------
+
+RUNNING_CAP, QUEUED_CAP = 2, 7
+
+
+@pytest.fixture(scope="module")
+def capped(gateway, kubeconfig):
+    """The session's install with the caps these tests name; the defaults again afterwards."""
+    upgrade_chart(kubeconfig, f"limits.runningJobsPerUser={RUNNING_CAP}", f"limits.queuedJobsPerUser={QUEUED_CAP}")
+    gateway.wait_ready()
+    yield gateway
+    upgrade_chart(kubeconfig, "limits.runningJobsPerUser=5", "limits.queuedJobsPerUser=200")
+    gateway.wait_ready()
+
+
+def _user_jobs(batch, namespace, user: str) -> list:
+    selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_JOB},{names.LABEL_USERNAME}={names.safe_slug(user)}"
+    return batch.list_namespaced_job(namespace, label_selector=selector).items
+
+
+class Sampler:
+    """Every second, from the API: which of each user's job pods run a notebook (running and not
+    yet Ready: a Ready pod has written its result and only holds it for collection), and when
+    each job's pod was first seen doing so."""
+
+    def __init__(self, core, namespace: str):
+        self.core, self.namespace = core, namespace
+        self.most: dict = {}
+        self.first_seen: dict = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"{names.LABEL_COMPONENT}={names.COMPONENT_JOB}").items
+            running: dict = {}
+            for pod in pods:
+                statuses = pod.status.container_statuses or []
+                if pod.status.phase == "Running" and statuses and statuses[0].state.running and not statuses[0].ready:
+                    user = pod.metadata.annotations[names.ANNOTATION_USERNAME]
+                    running[user] = running.get(user, 0) + 1
+                    self.first_seen.setdefault(pod.metadata.labels[names.LABEL_JOB_ID], self.samples)
+            for user, count in running.items():
+                self.most[user] = max(self.most.get(user, 0), count)
+            self.samples += 1
+            self._stop.wait(1)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(10)
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (answer := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return answer
+
+
+def test_a_users_jobs_wait_their_turn_oldest_first_and_others_go_ahead(
+        capped, hub, user_server, core, batch, jobs_namespace):
+    """Frank submits 9 jobs with a cap of 2: never more than 2 of his run at once, they start in
+    the order he submitted them, the ones that wait are listed QUEUED with why; a 10th is refused
+    (7 wait already). One queued job is stopped and one deleted: no pod ever starts for them.
+    Grace's one job, submitted while his wait, starts at once."""
+    frank = user_server("frank", capped)
+    write_notebook(str(frank.root / "nap.ipynb"), "import time; time.sleep(6); print('napped')")
+    sampler = Sampler(core, jobs_namespace)
+    try:
+        submitted = [frank.create_job("nap.ipynb") for _ in range(9)]
+        kept, to_stop, to_delete = submitted[:7], submitted[7], submitted[8]
+        # Every one of them has its Job: 2 admitted and 7 waiting, so the 10th is one too many.
+        _wait_for(lambda: len(_user_jobs(batch, jobs_namespace, "frank")) == 9
+                  and not any(names.ANNOTATION_STAGING in (j.metadata.annotations or {})
+                              for j in _user_jobs(batch, jobs_namespace, "frank")), 120, "frank's 9 Jobs not all staged")
+        refused = frank.wait(frank.create_job("nap.ipynb"), timeout=60)
+        assert refused["status"] == "FAILED", refused
+        assert f"limits.queuedJobsPerUser: {QUEUED_CAP}" in refused["status_message"], refused
+        queued = frank.wait(submitted[-1], timeout=60, until=("QUEUED",))
+        assert queued["status_message"].startswith(f"waiting: {RUNNING_CAP} of your jobs are running"), queued
+
+        grace = user_server("grace", capped)
+        write_notebook(str(grace.root / "quick.ipynb"), "print('quick')")
+        graces = grace.create_job("quick.ipynb")
+        assert grace.wait(graces, timeout=120)["status"] == "COMPLETED"
+        frank.stop_job(to_stop)
+        frank.delete_job(to_delete)
+        assert frank.job(to_stop)["status"] == "STOPPED"
+
+        for job_id in kept:
+            job = frank.wait(job_id, timeout=300)
+            assert job["status"] == "COMPLETED", job
+            assert "napped" in frank.output(job, "ipynb").read_text()
+    finally:
+        sampler.stop()
+    assert sampler.most.get("frank") == RUNNING_CAP, sampler.most  # the cap was reached, never passed
+    starts = [sampler.first_seen[job_id] for job_id in kept]
+    assert starts == sorted(starts), f"started out of order: {starts}"
+    # Grace's job ran while Frank's last ones still waited.
+    assert graces in sampler.first_seen and sampler.first_seen[graces] < starts[-1], (sampler.first_seen, starts)
+    assert to_stop not in sampler.first_seen and to_delete not in sampler.first_seen
+    assert frank.job(to_stop)["status_message"] == "stopped by the user"
+    assert to_delete not in [j["job_id"] for j in frank.request("GET", "/scheduler/jobs?max_items=100")["jobs"]]
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_queued_jobs_need_neither_the_server_nor_the_gateway(capped, user_server, core, batch, jobs_namespace):
+    """Henry's server is stopped while 4 of his 6 jobs wait, and every gateway pod is deleted:
+    the queue goes on by itself; when his server is back, all 6 are COMPLETED with outputs."""
+    henry = user_server("henry", capped)
+    write_notebook(str(henry.root / "nap.ipynb"), "import time; time.sleep(8); print('napped')")
+    jobs = [henry.create_job("nap.ipynb") for _ in range(6)]
+    _wait_for(lambda: len(_user_jobs(batch, jobs_namespace, "henry")) == 6
+              and sum(1 for j in _user_jobs(batch, jobs_namespace, "henry")
+                      if j.spec.suspend and names.ANNOTATION_STAGING not in (j.metadata.annotations or {})) == 4,
+              120, "henry's jobs are not staged and waiting")
+    henry.stop()
+    capped.kill()
+    capped.wait_ready()
+    # Every notebook ran: each pod holds its result for collection (Ready), with no server to take it.
+    _wait_for(lambda: sum(1 for j in _user_jobs(batch, jobs_namespace, "henry") if (j.status.ready or 0) > 0) == 6,
+              300, "henry's queued jobs did not all run while his server was away")
+    henry = user_server("henry", capped)  # the same state directory: the job list is his
+    for job_id in jobs:
+        job = henry.wait(job_id, timeout=180)
+        assert job["status"] == "COMPLETED", job
+        assert "napped" in henry.output(job, "ipynb").read_text()
     assert leftovers(core, batch, jobs_namespace) == []
