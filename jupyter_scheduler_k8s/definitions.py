@@ -27,11 +27,11 @@ from jupyter_scheduler.utils import create_output_filename, get_utc_timestamp
 from .config import UnknownProfileError, resolve_profile
 from .extension import InvalidRequest
 from .jobs.steps import LOG_FORMAT, Outcome, is_transient
-from .kube import names, reasons, transfer
+from .kube import names, queue, reasons, transfer
 from .kube.base import NotFound, OverLimit
 from .kube.schedules import Definition, ScheduleError, check_timezone, input_files, is_finished
 from .modes import make_schedules
-from .records import ACTIVE, IN_FLIGHT, STOPPED_BY_USER, Rounds, end
+from .records import ACTIVE, IN_FLIGHT, STOPPED_BY_USER, Rounds, end, queued
 
 log = logging.getLogger(__name__)
 GONE = "the run's Kubernetes Job is gone (deleted, or older than the schedule's retention) before its outputs were imported"
@@ -203,6 +203,11 @@ class Definitions:
                     known[job.metadata.uid] = Status.IN_PROGRESS
                 if is_finished(job) and known[job.metadata.uid] in ACTIVE:
                     ended.setdefault(definition.job_definition_id, []).append(job)
+                elif known[job.metadata.uid] in (Status.IN_PROGRESS, Status.QUEUED):
+                    # Waiting in the queue (hub mode: runs count against the owner's cap), or admitted.
+                    note = queue.queue_note(job)
+                    if (known[job.metadata.uid] == Status.QUEUED) != bool(note):
+                        queued(self.db_session, job.metadata.uid, note)
             for job_id, status in known.items():
                 if status in ACTIVE and job_id not in seen:
                     self.record_outcome(job_id, Outcome("failed", GONE), 0)

@@ -13,7 +13,7 @@ import pytest
 
 from jupyter_scheduler_k8s.kube import names
 
-from .conftest import DEFINITIONS_PER_USER, NEVER_SOON, leftovers, upgrade_chart, write_notebook
+from .conftest import DEFINITIONS_PER_USER, NEVER_SOON, leftovers, running_pod, upgrade_chart, write_notebook
 from .hub import call
 
 pytestmark = pytest.mark.e2e
@@ -222,4 +222,27 @@ def test_queued_jobs_need_neither_the_server_nor_the_gateway(capped, user_server
         job = henry.wait(job_id, timeout=180)
         assert job["status"] == "COMPLETED", job
         assert "napped" in henry.output(job, "ipynb").read_text()
+    assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_a_scheduled_run_counts_against_its_owners_cap(capped, user_server, core, batch, jobs_namespace):
+    """Jill's 2 running jobs fill her cap: her definition's run (Run now) waits as a suspended
+    Job, and runs, and is imported, once they end."""
+    jill = user_server("jill", capped)
+    write_notebook(str(jill.root / "nap.ipynb"), "import time; time.sleep(30); print('napped')")
+    write_notebook(str(jill.root / "report.ipynb"), "print('scheduled report')")
+    napping = [jill.create_job("nap.ipynb") for _ in range(RUNNING_CAP)]
+    for job_id in napping:
+        running_pod(core, jobs_namespace, job_id)
+    definition_id = jill.create_definition("report.ipynb", schedule=NEVER_SOON)
+    run_id = jill.run_now(definition_id)
+    selector = f"{names.LABEL_DEFINITION_ID}={names.safe_slug(definition_id)}"
+    (run,) = _wait_for(lambda: batch.list_namespaced_job(jobs_namespace, label_selector=selector).items, 60,
+                       "the run's Job was not made")
+    assert run.spec.suspend, "the run started beside 2 running jobs"
+    assert [j["status"] for j in map(jill.job, napping)] == ["IN_PROGRESS"] * RUNNING_CAP
+    (imported,) = jill.wait_imported(definition_id, [run_id], timeout=180)
+    assert imported["status"] == "COMPLETED", imported
+    assert all(jill.wait(job_id)["status"] == "COMPLETED" for job_id in napping)
+    jill.delete_definition(definition_id)
     assert leftovers(core, batch, jobs_namespace) == []
