@@ -139,6 +139,25 @@ def now_stamp() -> str:
     return f"{datetime.now(timezone.utc).timestamp():.6f}"
 
 
+class _Election(leaderelection.LeaderElection):
+    """The client's leader election, which stops trying (and renewing) once its admitter stops:
+    the client's own loops never end."""
+
+    def __init__(self, config, stopped: Callable[[], bool]):
+        super().__init__(config)
+        self.stopped = stopped
+
+    def try_acquire_or_renew(self):
+        return not self.stopped() and super().try_acquire_or_renew()
+
+    def acquire(self):
+        while not self.stopped():
+            if self.try_acquire_or_renew():
+                return True
+            time.sleep(self.election_config.retry_period)
+        return False
+
+
 class Admitter:
     """Admits queued Jobs of the namespace (or of one user, in direct mode) whenever a Job
     changes, and every `resync` seconds. With `elect`, only while this process holds the Lease."""
@@ -146,9 +165,9 @@ class Admitter:
     LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS = 15, 10, 2
 
     def __init__(self, clients, namespace: str, cap: Callable[[], int], username: str = "",
-                 elect: bool = True, resync: float = 10):
+                 elect: bool = True, resync: float = 10, lease: str = LEASE_NAME):
         self.clients, self.namespace, self.cap, self.username = clients, namespace, cap, username
-        self.elect, self.resync = elect, resync
+        self.elect, self.resync, self.lease = elect, resync, lease
         self.identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._changed = threading.Event()
         self._stop = threading.Event()
@@ -191,8 +210,10 @@ class Admitter:
 
     def may_act(self) -> bool:
         """Leading, and the Lease renewed recently enough that no other replica can hold it yet."""
+        if self._stop.is_set():
+            return False
         if not self.elect:
-            return not self._stop.is_set()
+            return True
         election = self._election
         if not self._leading.is_set() or election is None:
             return False
@@ -233,7 +254,7 @@ class Admitter:
             try:
                 stream = k8s_watch.Watch().stream(
                     self.clients.batch.list_namespaced_job, self.namespace,
-                    label_selector=names.queue_selector(self.username), timeout_seconds=300)
+                    label_selector=names.queue_selector(self.username), timeout_seconds=60)
                 for _ in stream:
                     self._changed.set()
                     if self._stop.is_set():
@@ -245,12 +266,12 @@ class Admitter:
     def _campaign(self) -> None:
         """Stands for the Lease again and again: a replica that loses it becomes a candidate."""
         while not self._stop.is_set():
-            lock = LeaseLock(LEASE_NAME, self.namespace, self.identity)
+            lock = LeaseLock(self.lease, self.namespace, self.identity)
             lock.api_instance = CoordinationV1Api(self.clients.api_client)  # our timeouts and retries
             config = electionconfig.Config(lock, lease_duration=self.LEASE_SECONDS, renew_deadline=self.RENEW_SECONDS,
                                            retry_period=self.RETRY_SECONDS, onstarted_leading=self._lead,
                                            onstopped_leading=self._leading.clear)
-            self._election = leaderelection.LeaderElection(config)
+            self._election = _Election(config, self._stop.is_set)
             try:
                 self._election.run()
             except Exception:  # noqa: BLE001 - stand again
@@ -259,7 +280,7 @@ class Admitter:
             self._stop.wait(self.RETRY_SECONDS)
 
     def _lead(self) -> None:
-        log.info("%s admits the queue's jobs (holds Lease %s)", self.identity, LEASE_NAME)
+        log.info("%s admits the queue's jobs (holds Lease %s)", self.identity, self.lease)
         self._leading.set()
         self._changed.set()
         # The lead lasts while the election's thread renews the Lease (returning would end it).

@@ -246,3 +246,37 @@ def test_a_scheduled_run_counts_against_its_owners_cap(capped, user_server, core
     assert all(jill.wait(job_id)["status"] == "COMPLETED" for job_id in napping)
     jill.delete_definition(definition_id)
     assert leftovers(core, batch, jobs_namespace) == []
+
+
+def test_one_gateway_replica_admits_at_a_time(gateway, product_kubeconfig, jobs_namespace, api_client):
+    """The installed replicas: the queue's Lease is held by one of them. Then, 10 times, two
+    admitters with the gateway's code and identity start at once on a Lease of their own (and an
+    empty queue): one of them leads, and at no moment may both admit."""
+    from kubernetes import client
+
+    from jupyter_scheduler_k8s.kube.clients import Clients
+    from jupyter_scheduler_k8s.kube.queue import LEASE_NAME, Admitter
+
+    coordination = client.CoordinationV1Api(api_client)
+    holder = _wait_for(lambda: coordination.read_namespaced_lease(LEASE_NAME, jobs_namespace).spec.holder_identity,
+                       60, "no gateway replica holds the queue's Lease")
+    assert any(holder.startswith(pod.metadata.name + "-") for pod in gateway.pods()), holder
+
+    for round_ in range(10):
+        lease = f"jsk8s-e2e-race-{round_}"
+        pair = [Admitter(Clients(product_kubeconfig), jobs_namespace, lambda: RUNNING_CAP, username="nobody-queues",
+                         lease=lease) for _ in range(2)]
+        try:
+            threads = [threading.Thread(target=admitter.start) for admitter in pair]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            _wait_for(lambda: any(a.may_act() for a in pair), 30, f"round {round_}: nobody leads")
+            for _ in range(30):
+                assert sum(a.may_act() for a in pair) == 1, f"round {round_}: both may admit"
+                time.sleep(0.1)
+        finally:
+            for admitter in pair:
+                admitter.stop()
+            coordination.delete_namespaced_lease(lease, jobs_namespace)
