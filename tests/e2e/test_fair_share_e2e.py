@@ -111,6 +111,10 @@ def _user_jobs(batch, namespace, user: str) -> list:
     return batch.list_namespaced_job(namespace, label_selector=selector).items
 
 
+def _states(batch, namespace, user: str) -> list:
+    return [(j.metadata.name, j.spec.suspend, j.metadata.annotations) for j in _user_jobs(batch, namespace, user)]
+
+
 class Sampler:
     """Every second, from the API: which of each user's job pods run a notebook (running and not
     yet Ready: a Ready pod has written its result and only holds it for collection), and when
@@ -149,7 +153,7 @@ class Sampler:
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not (answer := condition()):
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.5)
     return answer
 
@@ -162,14 +166,21 @@ def test_a_users_jobs_wait_their_turn_oldest_first_and_others_go_ahead(
     Grace's one job, submitted while his wait, starts at once."""
     frank = user_server("frank", capped)
     write_notebook(str(frank.root / "nap.ipynb"), "import time; time.sleep(6); print('napped')")
+    # The first two run long enough that seven wait behind them when the tenth comes.
+    write_notebook(str(frank.root / "long.ipynb"), "import time; time.sleep(30); print('napped')")
     sampler = Sampler(core, jobs_namespace)
     try:
-        submitted = [frank.create_job("nap.ipynb") for _ in range(9)]
+        # Two fill his cap (once admitted, they no longer count as waiting), then seven wait.
+        submitted = [frank.create_job("long.ipynb") for _ in range(RUNNING_CAP)]
+        _wait_for(lambda: sum(1 for j in _user_jobs(batch, jobs_namespace, "frank") if not j.spec.suspend)
+                  == RUNNING_CAP, 120, "frank's first jobs were not admitted")
+        submitted += [frank.create_job("nap.ipynb") for _ in range(QUEUED_CAP)]
         kept, to_stop, to_delete = submitted[:7], submitted[7], submitted[8]
         # Every one of them has its Job: 2 admitted and 7 waiting, so the 10th is one too many.
         _wait_for(lambda: len(_user_jobs(batch, jobs_namespace, "frank")) == 9
                   and not any(names.ANNOTATION_STAGING in (j.metadata.annotations or {})
-                              for j in _user_jobs(batch, jobs_namespace, "frank")), 120, "frank's 9 Jobs not all staged")
+                              for j in _user_jobs(batch, jobs_namespace, "frank")), 120,
+                  lambda: f"frank's 9 Jobs not all staged: {_states(batch, jobs_namespace, 'frank')}")
         refused = frank.wait(frank.create_job("nap.ipynb"), timeout=60)
         assert refused["status"] == "FAILED", refused
         assert f"limits.queuedJobsPerUser: {QUEUED_CAP}" in refused["status_message"], refused

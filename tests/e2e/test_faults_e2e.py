@@ -128,12 +128,13 @@ def _restart_api_server():
     assert result.returncode == 0, result.stderr
 
 
-def _when_pod(core, namespace, ready, timeout=180):
-    """Waits until the job's pod is running (ready=False) or ready (ready=True), as admin."""
+def _when_pod(core, namespace, ready, timeout=180, component=names.COMPONENT_JOB):
+    """Waits until the job's pod (or with `component`, the pod that holds its volume) is running
+    (ready=False) or ready (ready=True), as admin."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=notebook-job").items
+            pods = core.list_namespaced_pod(namespace, label_selector=f"{names.LABEL_COMPONENT}={component}").items
         except Exception:  # noqa: BLE001 - the API server may be coming back from a restart
             pods = []
         for pod in pods:
@@ -167,23 +168,25 @@ def test_api_server_restarts_mid_job_and_mid_collection(make_server, core, batch
 
 
 def test_server_killed_during_stage_in_and_again_during_collection(make_server, core, batch, jobs_namespace):
-    """The Jupyter server is SIGKILLed while it sends a large input folder, and the next one while
-    it collects large outputs: each time the server that starts again on the same state picks the
-    job up, and it completes."""
+    """The Jupyter server is SIGKILLed while it sends a large input folder (into the pod that holds
+    the job's volume, before the Job may run), and the next one while it collects large outputs:
+    each time the server that starts again on the same state picks the job up, and it completes."""
     server = make_server()
     (server.root / "data").mkdir()
     (server.root / "data" / "input.bin").write_bytes(os.urandom(BIG_MB << 20))
     write_notebook(str(server.root / "big.ipynb"),
                    f"import os; assert os.path.getsize('data/input.bin') == {BIG_MB << 20}", BIG_OUTPUT)
     job_id = server.create_job("big.ipynb", package_input_folder=True)
-    pod = _when_pod(core, jobs_namespace, ready=False).metadata.name
+    holder = _when_pod(core, jobs_namespace, ready=False, component=names.COMPONENT_COLLECTOR).metadata.name
     deadline = time.monotonic() + 120
-    while pod_exec(core, jobs_namespace, pod, ["test", "-s", "/job/work/data/input.bin"])[0] != 0:
+    while pod_exec(core, jobs_namespace, holder, ["test", "-s", "/job/work/data/input.bin"])[0] != 0:
         assert time.monotonic() < deadline, "stage-in never began"
     server.kill()  # stage-in has begun; it had not ended:
-    assert pod_exec(core, jobs_namespace, pod, ["test", "-e", "/job/.staged"])[0] != 0
+    assert pod_exec(core, jobs_namespace, holder, ["test", "-e", "/job/.staged"])[0] != 0
+    (job,) = batch.list_namespaced_job(jobs_namespace, label_selector=names.job_selector(job_id)).items
+    assert job.spec.suspend and names.ANNOTATION_STAGING in job.metadata.annotations  # it may not run yet
     restarted = make_server()
-    _when_pod(core, jobs_namespace, ready=True)
+    pod = _when_pod(core, jobs_namespace, ready=True).metadata.name
     collected = restarted.staging_dir(job_id) / "out" / "big.bin"
     deadline = time.monotonic() + 120
     while not (collected.exists() and collected.stat().st_size):
