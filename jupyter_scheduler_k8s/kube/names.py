@@ -1,6 +1,7 @@
 """Names and labels of the Kubernetes objects of a job. Every name is built here, once."""
 import hashlib
 import re
+from typing import Optional
 
 MANAGED_BY = "jupyter-scheduler-k8s"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -94,10 +95,13 @@ def all_jobs_selector() -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
-def queue_selector(username: str = "") -> str:
-    """The Jobs the queue admits: one-off jobs and scheduled runs (of one user, or of all)."""
+def queue_selector(username: Optional[str] = None) -> str:
+    """The Jobs the queue admits: one-off jobs and scheduled runs, of every user (None) or of one
+    (a server without a user name labels none)."""
     selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_JOB},{COMPONENT_SCHEDULED_RUN})"
-    return selector + (f",{LABEL_USERNAME}={safe_slug(username)}" if username else "")
+    if username is None:
+        return selector
+    return selector + (f",{LABEL_USERNAME}={safe_slug(username)}" if username else f",!{LABEL_USERNAME}")
 
 
 def labels(job_id: str, component: str, username: str = "", job_name: str = "", extra=None) -> dict:

@@ -159,13 +159,15 @@ class _Election(leaderelection.LeaderElection):
 
 
 class Admitter:
-    """Admits queued Jobs of the namespace (or of one user, in direct mode) whenever a Job
+    """Admits queued Jobs of the namespace (or of one owner, in direct mode) whenever a Job
     changes, and every `resync` seconds. With `elect`, only while this process holds the Lease."""
 
     LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS = 15, 10, 2
 
-    def __init__(self, clients, namespace: str, cap: Callable[[], int], username: str = "",
+    def __init__(self, clients, namespace: str, cap: Callable[[], int], username: Optional[str] = None,
                  elect: bool = True, resync: float = 10, lease: str = LEASE_NAME):
+        """username: None admits every user's Jobs (the gateway); a name (which may be empty),
+        only that owner's (a server in direct mode)."""
         self.clients, self.namespace, self.cap, self.username = clients, namespace, cap, username
         self.elect, self.resync, self.lease = elect, resync, lease
         self.identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
@@ -180,7 +182,7 @@ class Admitter:
         """Lists the Jobs, admits what may run, notes why the rest waits. Returns how many it admitted."""
         jobs = [j for j in self.clients.batch.list_namespaced_job(
             self.namespace, label_selector=names.queue_selector(self.username)).items
-            if owner(j) and (not self.username or owner(j) == self.username)]
+            if self.username is None or owner(j) == self.username]
         cap = self.cap()
         chosen = admissions(jobs, cap)
         admitted = 0

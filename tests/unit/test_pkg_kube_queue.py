@@ -101,3 +101,38 @@ def test_the_queue_selector_takes_jobs_and_scheduled_runs():
     assert names.queue_selector() == ("app.kubernetes.io/managed-by=jupyter-scheduler-k8s,"
                                       "app.kubernetes.io/component in (notebook-job,scheduled-run)")
     assert names.queue_selector("a@b").endswith(",hub.jupyter.org/username=" + names.safe_slug("a@b"))
+    assert names.queue_selector("").endswith(",!hub.jupyter.org/username")  # a server without a user name
+
+
+class _Batch:
+    """Lists the given Jobs and records patches: enough to drive one admission pass."""
+
+    def __init__(self, jobs):
+        self.jobs, self.patches, self.selectors = jobs, [], []
+
+    def list_namespaced_job(self, namespace, label_selector):
+        self.selectors.append(label_selector)
+        return type("List", (), {"items": self.jobs})()
+
+    def patch_namespaced_job(self, name, namespace, body):
+        self.patches.append((name, body))
+
+
+def _pass(jobs, username, cap=1):
+    batch = _Batch(jobs)
+    admitter = queue.Admitter(type("Clients", (), {"batch": batch})(), "jobs", lambda: cap, username=username,
+                              elect=False)
+    return admitter.admit_once(), batch
+
+
+def test_a_server_without_a_user_name_admits_its_own_jobs():
+    """Direct mode outside JupyterHub: the Jobs carry no owner, and are still admitted."""
+    unowned = h.job([], status={}, suspend=True, name="jsk8s-mine")
+    admitted, batch = _pass([unowned], username="")
+    assert admitted == 1 and batch.patches == [("jsk8s-mine", queue.admit_patch())]
+
+
+def test_a_server_admits_only_its_owners_jobs_and_the_gateway_everyones():
+    jobs = [_job("alice", 1, at=1), _job("bob", 1, at=2)]
+    assert [name for name, _ in _pass(jobs, username="alice")[1].patches] == ["jsk8s-alice-1"]
+    assert sorted(name for name, _ in _pass(jobs, username=None)[1].patches) == ["jsk8s-alice-1", "jsk8s-bob-1"]
