@@ -386,8 +386,9 @@ def local_scheduler(tmp_path):
 
 
 def leftovers(core, batch, namespace):
-    """The job objects still in the namespace (after giving garbage collection a moment)."""
-    deadline = time.monotonic() + 30
+    """The job objects still in the namespace (after giving garbage collection, and a pod's
+    graceful end on a busy node, a moment)."""
+    deadline = time.monotonic() + 60
     while True:
         left = ([p.metadata.name for p in core.list_namespaced_pod(namespace).items]
                 + [c.metadata.name for c in core.list_namespaced_persistent_volume_claim(namespace).items]
