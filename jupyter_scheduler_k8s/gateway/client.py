@@ -74,7 +74,8 @@ class GatewayDriver(Driver):
         """The gateway resolves the profile by name, from its own configuration."""
         answer = self._json("PUT", wire.path(wire.JOB, job_id=job.job_id), body={"job": {
             "input_file": job.input_file, "outputs": dict(job.outputs), "parameters": dict(job.parameters),
-            "job_name": job.job_name, "compute_type": job.compute_type, "environment": job.environment}})
+            "job_name": job.job_name, "compute_type": job.compute_type, "environment": job.environment,
+            "submitted": job.submitted}})
         return bool(answer.get("inputs_wanted", True))
 
     # A job the gateway does not know (gone, or never this user's) is a 404: absent, for these.

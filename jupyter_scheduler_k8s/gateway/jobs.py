@@ -1,6 +1,8 @@
 """The jobs gateway's endpoints for one-off jobs and the gateway itself (health, readiness,
 its OpenAPI document, whoami); the streams into and out of pods are in streams.py."""
 
+import math
+
 from ..config import resolve_profile
 from ..jobs.steps import NotebookJob
 from . import wire
@@ -62,11 +64,15 @@ def _job_from_request(job_id: str, body: dict) -> NotebookJob:
     for optional in ("compute_type", "environment", "job_name"):
         if job.get(optional) is not None and not isinstance(job.get(optional), str):
             raise Refusal(400, f"invalid {optional}")
+    submitted = job.get("submitted")
+    if submitted is not None and (isinstance(submitted, bool) or not isinstance(submitted, (int, float))
+                                  or not math.isfinite(submitted)):
+        raise Refusal(400, "invalid submitted")
     return NotebookJob(
         job_id=job_id, staging_dir="", input_file=file_name(job.get("input_file"), "input_file"),
         outputs={file_name(fmt, "output format"): file_name(file, "output name") for fmt, file in outputs.items()},
         parameters=dict(parameters), job_name=(job.get("job_name") or "")[:255],
-        compute_type=job.get("compute_type"), environment=job.get("environment"))
+        compute_type=job.get("compute_type"), environment=job.get("environment"), submitted=submitted)
 
 
 class Job(BaseHandler):

@@ -32,6 +32,8 @@ class NotebookJob:
     environment: Optional[str] = None
     # Where the run log goes: K8sScheduler adds a "log" output format so the UI lists it.
     log_file: Optional[str] = None
+    # When the user submitted it (seconds since the epoch): the queue's order among their jobs.
+    submitted: Optional[float] = None
 
     @classmethod
     def from_staging_paths(cls, job_id: str, staging_paths: Dict[str, str], model=None) -> "NotebookJob":
@@ -45,6 +47,7 @@ class NotebookJob:
             job_name=getattr(model, "name", "") or "", compute_type=getattr(model, "compute_type", None),
             environment=getattr(model, "runtime_environment_name", None),
             log_file=os.path.basename(staging_paths[LOG_FORMAT]) if LOG_FORMAT in staging_paths else None,
+            submitted=(getattr(model, "create_time", None) or 0) / 1000 or None,
         )
 
 

@@ -90,7 +90,8 @@ class KubeDriver(Driver):
         with nothing created, if the owner already has limits.queuedJobsPerUser jobs waiting."""
         self.clients.api_client  # resolves the context, which the pull policy depends on
         pvc, k8s_job = self.build_objects(job, profile, timeout_seconds)
-        k8s_job.metadata.annotations[names.ANNOTATION_QUEUED_AT] = queue.now_stamp()  # the queue's order
+        # The queue's order: when the user submitted it (the server's threads create in any order).
+        k8s_job.metadata.annotations[names.ANNOTATION_QUEUED_AT] = queue.stamp(job.submitted)
         if self.queued:
             self._check_queue_limit(k8s_job.metadata.name)
         # If the Job's create fails, the PVC stays for the next try; a job that fails for good

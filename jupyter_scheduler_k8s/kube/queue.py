@@ -135,8 +135,11 @@ def staged_patch() -> dict:
     return {"metadata": {"annotations": {names.ANNOTATION_STAGING: None}}}
 
 
-def now_stamp() -> str:
-    return f"{datetime.now(timezone.utc).timestamp():.6f}"
+def stamp(submitted: Optional[float] = None) -> str:
+    """The queued-at annotation: when the job was submitted, at most an hour ago (a client's
+    claim cannot jump a queue by much), and never in the future; now if unknown."""
+    now = datetime.now(timezone.utc).timestamp()
+    return f"{min(now, max(now - 3600, submitted or now)):.6f}"
 
 
 class _Election(leaderelection.LeaderElection):

@@ -36,12 +36,15 @@ def test_a_create_request_becomes_a_notebook_job():
     assert (job.job_id, job.input_file, job.outputs, job.parameters, job.job_name, job.compute_type) == (
         JOB_ID, "report.ipynb", GOOD["outputs"], GOOD["parameters"], "Nightly", "small")
     assert not job.package_input_folder and job.staging_dir == ""
+    assert job.submitted is None
+    assert _job_from_request(JOB_ID, {"job": dict(GOOD, submitted=1764118923.5)}).submitted == 1764118923.5
 
 
 @pytest.mark.parametrize("change", [
     {"input_file": "../etc/passwd"}, {"input_file": "a/b.ipynb"}, {"input_file": ""}, {"input_file": None},
     {"outputs": {"html": "../../x.html"}}, {"outputs": ["x"]}, {"parameters": {"n": {"nested": 1}}},
     {"parameters": "n=3"}, {"compute_type": 3}, {"environment": ["x"]},
+    {"submitted": "yesterday"}, {"submitted": True}, {"submitted": float("nan")}, {"submitted": float("inf")},
 ])
 def test_a_create_request_with_anything_else_is_a_400(change):
     with pytest.raises(web.HTTPError) as raised:

@@ -103,6 +103,11 @@ def test_from_staging_paths_reads_the_model():
     assert job.environment == "py311"
 
 
+def test_from_staging_paths_takes_the_submit_time_for_the_queues_order():
+    assert NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model()).submitted == 1764118923.0
+    assert NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS).submitted is None
+
+
 def test_from_staging_paths_model_without_optional_fields():
     job = NotebookJob.from_staging_paths(JOB_ID, STAGING_PATHS, model())
     assert (job.parameters, job.package_input_folder, job.compute_type) == ({}, False, None)

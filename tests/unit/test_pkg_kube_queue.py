@@ -136,3 +136,12 @@ def test_a_server_admits_only_its_owners_jobs_and_the_gateway_everyones():
     jobs = [_job("alice", 1, at=1), _job("bob", 1, at=2)]
     assert [name for name, _ in _pass(jobs, username="alice")[1].patches] == ["jsk8s-alice-1"]
     assert sorted(name for name, _ in _pass(jobs, username=None)[1].patches) == ["jsk8s-alice-1", "jsk8s-bob-1"]
+
+
+def test_the_queue_order_is_when_the_user_submitted_within_an_hour_and_not_ahead_of_now():
+    import time
+    now = time.time()
+    assert abs(float(queue.stamp(now - 5)) - (now - 5)) < 0.001
+    assert float(queue.stamp(now - 86400)) >= now - 3601  # an old claim jumps no queue by much
+    assert float(queue.stamp(now + 86400)) <= time.time() + 0.001
+    assert abs(float(queue.stamp(None)) - now) < 5
